@@ -1,0 +1,83 @@
+"""The ChangeEvent contract shared by webhook_app (producer) and the worker (consumer).
+
+A ChangeEvent is one CRM record's change, normalized across sources. It travels
+through Celery as a plain JSON dict (`to_dict` / `from_dict`), so the field names
+here are a wire format: add fields with defaults, never rename.
+
+Fingerprints (the dedupe key the worker's ledger uses):
+- HubSpot:    sha256("hubspot", portalId, subscriptionId, eventId, occurredAt,
+              subscriptionType, objectId, propertyName) -- eventId alone is not unique.
+- Salesforce: sha256("salesforce", OrganizationId, Notification/Id).
+- Generic:    sha256("generic", webhook-id, index of the change in the message).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Source = Literal["hubspot", "salesforce", "generic"]
+Kind = Literal[
+    "update",  # field values changed (HubSpot propertyChange, Salesforce notification)
+    "create",  # record created (may carry fields)
+    "delete",  # record deleted in the CRM
+    "privacy_delete",  # GDPR deletion in the CRM
+    "merge",  # records `merged_ids` were merged into `object_id`
+    "restore",  # a deleted record came back
+    "association",  # association change (no field values; counted, not synced)
+]
+KINDS: tuple[str, ...] = (
+    "update",
+    "create",
+    "delete",
+    "privacy_delete",
+    "merge",
+    "restore",
+    "association",
+)
+
+# CRM values are strings (HubSpot and Salesforce send text); None means "cleared".
+Changes = dict[str, str | None]
+
+
+def fingerprint(*parts: object) -> str:
+    """A stable dedupe key from the identifying parts of a CRM event (hex sha256, 32 chars)."""
+    raw = "\x1f".join("" if p is None else str(p) for p in parts)
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One normalized CRM change: which record, what happened, when, and the new values."""
+
+    source: Source
+    account: str  # HubSpot portalId, Salesforce OrganizationId (18-char), generic account
+    object_type: str  # "contact" or "lead"
+    object_id: str  # the CRM record id
+    kind: Kind
+    occurred_at_ms: int  # CRM time of the change, epoch milliseconds
+    fingerprint: str  # dedupe key, see module docstring
+    event_id: str = ""  # the source's own id, for logs and support
+    changes: Changes = field(default_factory=dict)
+    merged_ids: tuple[str, ...] = ()  # kind == "merge": records merged into object_id
+    received_at_ms: int = 0  # when our receiver accepted it (for end-to-end latency)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serializable form for the Celery message."""
+        data = asdict(self)
+        data["merged_ids"] = list(self.merged_ids)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChangeEvent:
+        """Rebuild from `to_dict` output; unknown keys (from newer senders) are ignored."""
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        known["merged_ids"] = tuple(known.get("merged_ids") or ())
+        known["changes"] = dict(known.get("changes") or {})
+        return cls(**known)
+
+    @property
+    def record_key(self) -> str:
+        """`source:account:object_id`, the CRM record's identity in Redis keys."""
+        return f"{self.source}:{self.account}:{self.object_id}"

@@ -1,0 +1,208 @@
+"""Typed settings, built once from a mapping (the environment by default).
+
+Every variable is upper-case in the environment and documented in README's
+configuration table and `.env.example`. A missing or malformed value raises
+`SettingsError` whose message is one line naming the variable; secret values
+are `SecretStr` so they never appear in a repr, a log line or an error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+DEFAULT_BASE_URL = "https://data.leadlex.com/functions/v1/api-gateway"
+
+# LeadLex plans (reference/leadlex-api.md §3): (per minute, per day).
+PLANS: dict[str, tuple[int, int]] = {
+    "starter": (10, 100),
+    "pro": (50, 1_000),
+    "org": (200, 10_000),
+}
+
+SECRET_VARS = (
+    "LEADLEX_API_KEY",
+    "HUBSPOT_CLIENT_SECRET",
+    "SALESFORCE_TOKEN",
+    "GENERIC_WEBHOOK_SECRET",
+    "FLOWER_BASIC_AUTH",
+)
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; str(self) is one line naming it."""
+
+
+def _csv(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, list | tuple):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [part.strip() for part in str(value).replace(" ", ",").split(",") if part.strip()]
+
+
+class Settings(BaseModel):
+    """Everything the receiver and the worker read from the environment."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", alias="REDIS_URL")
+    leadlex_api_key: SecretStr | None = Field(None, alias="LEADLEX_API_KEY")
+    leadlex_base_url: str = Field(DEFAULT_BASE_URL, alias="LEADLEX_BASE_URL")
+    leadlex_plan: Literal["starter", "pro", "org"] | None = Field(None, alias="LEADLEX_PLAN")
+    leadlex_rate_per_minute: int | None = Field(None, alias="LEADLEX_RATE_PER_MINUTE", ge=1)
+    leadlex_daily_limit: int | None = Field(None, alias="LEADLEX_DAILY_LIMIT", ge=1)
+    leadlex_timeout_seconds: float = Field(10.0, alias="LEADLEX_TIMEOUT_SECONDS", gt=0, le=120)
+
+    hubspot_client_secret: SecretStr | None = Field(None, alias="HUBSPOT_CLIENT_SECRET")
+    hubspot_signature_versions: list[Literal["v1", "v2", "v3"]] = Field(
+        default_factory=lambda: ["v3", "v2", "v1"], alias="HUBSPOT_SIGNATURE_VERSIONS"
+    )
+    hubspot_portal_ids: list[str] = Field(default_factory=list, alias="HUBSPOT_PORTAL_IDS")
+    public_base_url: str | None = Field(None, alias="PUBLIC_BASE_URL")
+
+    salesforce_org_ids: list[str] = Field(default_factory=list, alias="SALESFORCE_ORG_IDS")
+    salesforce_token: SecretStr | None = Field(None, alias="SALESFORCE_TOKEN")
+
+    generic_webhook_secret: SecretStr | None = Field(None, alias="GENERIC_WEBHOOK_SECRET")
+
+    mapping_file: Path | None = Field(None, alias="MAPPING_FILE")
+    coalesce_seconds: float = Field(2.0, alias="COALESCE_SECONDS", ge=0, le=300)
+    max_body_bytes: int = Field(1_048_576, alias="MAX_BODY_BYTES", ge=1024)
+    dedupe_ttl_seconds: int = Field(7 * 86_400, alias="DEDUPE_TTL_SECONDS", ge=86_400)
+    default_phone_region: str = Field("US", alias="DEFAULT_PHONE_REGION", min_length=2, max_length=2)
+    resolve_by_email: bool = Field(False, alias="RESOLVE_BY_EMAIL")
+    create_on_creation: bool = Field(False, alias="CREATE_ON_CREATION")
+    deletion_policy: Literal["unlink", "ignore"] = Field("unlink", alias="DELETION_POLICY")
+    max_retry_age_seconds: int = Field(86_400, alias="MAX_RETRY_AGE_SECONDS", ge=60)
+    visibility_timeout_seconds: int = Field(3_600, alias="VISIBILITY_TIMEOUT_SECONDS", ge=60)
+    log_format: Literal["auto", "json", "console"] = Field("auto", alias="LOG_FORMAT")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
+
+    @field_validator(
+        "hubspot_signature_versions", "hubspot_portal_ids", "salesforce_org_ids", mode="before"
+    )
+    @classmethod
+    def _split_lists(cls, value: Any) -> list[str]:
+        return _csv(value)
+
+    @field_validator("leadlex_plan", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("leadlex_base_url", "public_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an http(s) URL with a host")
+        return value.rstrip("/")
+
+    @field_validator("salesforce_org_ids")
+    @classmethod
+    def _org_ids(cls, value: list[str]) -> list[str]:
+        for org in value:
+            if len(org) not in (15, 18) or not org.isalnum():
+                raise ValueError("each id must be 15 or 18 letters/digits")
+        return value
+
+    @field_validator("generic_webhook_secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        for part in value.get_secret_value().split():
+            if not part.startswith("whsec_"):
+                raise ValueError("each secret must start with whsec_ (space-separated for rotation)")
+        return value
+
+    @field_validator("default_phone_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        return value.upper()
+
+    # ---- derived values -------------------------------------------------------------------
+    @property
+    def rate_per_minute(self) -> int:
+        """Per-minute call budget: explicit value, else the plan's, else Starter's (safest)."""
+        if self.leadlex_rate_per_minute:
+            return self.leadlex_rate_per_minute
+        return PLANS[self.leadlex_plan or "starter"][0]
+
+    @property
+    def daily_limit(self) -> int:
+        """Daily call budget: explicit value, else the plan's, else Starter's (safest)."""
+        if self.leadlex_daily_limit:
+            return self.leadlex_daily_limit
+        return PLANS[self.leadlex_plan or "starter"][1]
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration keyed by variable name, secrets shown as '***'."""
+        out: dict[str, Any] = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "***"
+            elif isinstance(value, Path):
+                value = str(value)
+            out[field.alias or name.upper()] = value
+        return out
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    *,
+    require_leadlex: bool = True,
+    env_file: Path | None = Path(".env"),
+) -> Settings:
+    """Build Settings from `env` (default: `.env` overlaid by os.environ).
+
+    `require_leadlex=False` is for processes that never call LeadLex (the receiver,
+    dev mode with the simulator). Raises SettingsError with one line naming the variable.
+    """
+    if env is None:
+        merged: dict[str, str] = _read_env_file(env_file) if env_file else {}
+        merged.update(os.environ)
+        env = merged
+    known = {f.alias for f in Settings.model_fields.values()}
+    data = {k: v for k, v in env.items() if k in known and v != ""}
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = err["loc"][0] if err["loc"] else "?"
+        field = Settings.model_fields.get(str(loc))
+        var = field.alias if field and field.alias else str(loc)
+        # Never echo the input: it may be a secret.
+        raise SettingsError(f"{var}: {err['msg']}") from None
+    if require_leadlex and settings.leadlex_api_key is None:
+        raise SettingsError("LEADLEX_API_KEY: missing (required to call LeadLex; see README)")
+    return settings
