@@ -106,7 +106,8 @@ class DeadLetters:
 
     def add(self, reason: str, *, source: str, payload: Any, **kw: Any) -> str:
         """Store one dead letter; returns its stream id."""
-        entry_id = self.redis.xadd(STREAM, self.fields(reason, source=source, payload=payload, **kw))  # type: ignore[arg-type]
+        fields = self.fields(reason, source=source, payload=payload, **kw)
+        entry_id = self.redis.xadd(STREAM, fields)  # type: ignore[arg-type]
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     def get(self, entry_id: str) -> DeadLetter | None:

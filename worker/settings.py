@@ -75,7 +75,9 @@ class Settings(BaseModel):
     coalesce_seconds: float = Field(2.0, alias="COALESCE_SECONDS", ge=0, le=300)
     max_body_bytes: int = Field(1_048_576, alias="MAX_BODY_BYTES", ge=1024)
     dedupe_ttl_seconds: int = Field(7 * 86_400, alias="DEDUPE_TTL_SECONDS", ge=86_400)
-    default_phone_region: str = Field("US", alias="DEFAULT_PHONE_REGION", min_length=2, max_length=2)
+    default_phone_region: str = Field(
+        "US", alias="DEFAULT_PHONE_REGION", min_length=2, max_length=2
+    )
     resolve_by_email: bool = Field(False, alias="RESOLVE_BY_EMAIL")
     create_on_creation: bool = Field(False, alias="CREATE_ON_CREATION")
     deletion_policy: Literal["unlink", "ignore"] = Field("unlink", alias="DELETION_POLICY")
@@ -133,7 +135,7 @@ class Settings(BaseModel):
             return None
         for part in value.get_secret_value().split():
             if not part.startswith("whsec_"):
-                raise ValueError("each secret must start with whsec_ (space-separated for rotation)")
+                raise ValueError("each secret must start with whsec_ (space-separated to rotate)")
         return value
 
     @field_validator("default_phone_region")
