@@ -66,9 +66,7 @@ class Metrics:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
-    def incr(
-        self, name: str, amount: int = 1, *, pipe: Any = None, **labels: Any
-    ) -> None:
+    def incr(self, name: str, amount: int = 1, *, pipe: Any = None, **labels: Any) -> None:
         """Add `amount` to counter `name`; on `pipe` when given (no extra round trip)."""
         if amount == 0:
             return
@@ -123,9 +121,7 @@ class RedisCollector(Collector):
             yield family
         raw = self.redis.hgetall(HIST_KEY)
         for name, (help_text, labels, buckets) in HISTOGRAMS.items():
-            family_h = HistogramMetricFamily(
-                f"leadlex_sync_{name}", help_text, labels=list(labels)
-            )
+            family_h = HistogramMetricFamily(f"leadlex_sync_{name}", help_text, labels=list(labels))
             series: dict[str, dict[str, float]] = {}
             for field, value in raw.items():
                 field_s = field.decode() if isinstance(field, bytes) else field
