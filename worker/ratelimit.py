@@ -1,0 +1,431 @@
+"""One LeadLex call budget shared by every worker on every machine, kept in Redis.
+
+LeadLex allows a workspace 10/50/200 calls a minute and 100/1,000/10,000 a day (daily
+counters reset at 00:00 UTC). Every worker takes a grant from `Budget.acquire()` before
+each call; a refused grant says when to try again (`retry_at`), so the caller can wait
+(short) or park the work (long, DESIGN invariant 7). All decisions are Lua scripts, so
+concurrent workers can never both take the last slot.
+
+Redis keys
+    lls:budget:minute           ZSET  one member per granted call (score = grant time, epoch s)
+    lls:budget:day:{YYYYMMDD}   HASH  used = calls granted that UTC day; limit = the daily
+                                      limit the server reported for that day (optional);
+                                      expires two days after the last write
+    lls:budget:pause            HASH  until (epoch s), reason: every worker waits until then
+    lls:circuit                 HASH  open, reason, detail, since, next_probe_at (see Circuit)
+
+Per-minute: a sliding-window log. LeadLex does not say how its minute window works
+(reference §12 gap 5). A log of call times gives an exact guarantee whatever it is: in
+any interval of `window_seconds + safety_seconds` there are at most `per_minute` grants,
+hence never more than `per_minute` calls in any 60 s the server may look at (a fixed
+minute bucket or a sliding one). The safety margin absorbs the jitter between our
+timestamp and the server's (time between grant and arrival, network delay, clock skew
+between worker machines up to `safety_seconds`: keep them NTP-synced). A refused grant
+records nothing and its `retry_at` is the moment the blocking entry leaves the window.
+The cost is memory of at most `per_minute` (<= 200) members, trimmed on every acquire.
+
+Daily: a counter per UTC date, corrected by the server. `observe()` sets "used" from
+`X-RateLimit-Remaining` after every response (the server's number wins: it also counts
+calls made with the same key by anyone else), and pauses everyone until
+`X-RateLimit-Reset` when Remaining reaches 0.
+
+Pause: a 429 pauses every worker (`on_rate_limited`): until Retry-After if given, else
+until X-RateLimit-Reset when Remaining is 0, else until our minute window frees. A pause
+is never shortened by a later, shorter one; `clear_pause()` is the operator's override.
+
+Clock: `clock` (default `time.time`) supplies every timestamp, so tests run on a fake
+clock; Redis TTLs are only garbage collection and never decide anything.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from worker.leadlex import RateInfo
+
+__all__ = ["Budget", "BudgetStatus", "Circuit", "CircuitState", "Grant"]
+
+MINUTE_KEY = "lls:budget:minute"
+DAY_KEY = "lls:budget:day:{day}"
+PAUSE_KEY = "lls:budget:pause"
+CIRCUIT_KEY = "lls:circuit"
+
+DAY_TTL_SECONDS = 2 * 86_400
+# Longest pause any server header may impose: up to just past the next daily reset.
+MAX_PAUSE_SECONDS = 86_400 + 60
+
+_ACQUIRE = """
+local now = tonumber(ARGV[1])
+local span = tonumber(ARGV[2])
+local per_minute = tonumber(ARGV[3])
+local paused = tonumber(redis.call('HGET', KEYS[3], 'until') or '0')
+if paused > now then
+  return {0, string.format('%.6f', paused), 'paused'}
+end
+local limit = tonumber(redis.call('HGET', KEYS[2], 'limit') or ARGV[4])
+local used = tonumber(redis.call('HGET', KEYS[2], 'used') or '0')
+if used >= limit then
+  return {0, ARGV[6], 'daily'}
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now - span))
+local count = redis.call('ZCARD', KEYS[1])
+if count >= per_minute then
+  local idx = count - per_minute
+  local entry = redis.call('ZRANGE', KEYS[1], idx, idx, 'WITHSCORES')
+  return {0, string.format('%.6f', tonumber(entry[2]) + span), 'minute'}
+end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[8])
+redis.call('HINCRBY', KEYS[2], 'used', 1)
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return {1, ARGV[1], ''}
+"""
+
+_RELEASE = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  local used = tonumber(redis.call('HGET', KEYS[2], 'used') or '0')
+  if used > 0 then redis.call('HINCRBY', KEYS[2], 'used', -1) end
+  return 1
+end
+return 0
+"""
+
+_PAUSE = """
+local now = tonumber(ARGV[3])
+local cur = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
+if cur >= tonumber(ARGV[1]) then
+  return {string.format('%.6f', cur), redis.call('HGET', KEYS[1], 'reason') or ''}
+end
+redis.call('HSET', KEYS[1], 'until', ARGV[1], 'reason', ARGV[2])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) - now) + 60)
+return {ARGV[1], ARGV[2]}
+"""
+
+_CIRCUIT_OPEN = """
+if redis.call('HGET', KEYS[1], 'open') ~= '1' then
+  redis.call('HSET', KEYS[1], 'since', ARGV[1], 'next_probe_at',
+             string.format('%.6f', tonumber(ARGV[1]) + tonumber(ARGV[2])))
+end
+redis.call('HSET', KEYS[1], 'open', '1', 'reason', ARGV[3], 'detail', ARGV[4])
+return 1
+"""
+
+_CIRCUIT_PROBE = """
+if redis.call('HGET', KEYS[1], 'open') ~= '1' then return 0 end
+local now = tonumber(ARGV[1])
+local due = tonumber(redis.call('HGET', KEYS[1], 'next_probe_at') or '0')
+if now < due then return 0 end
+redis.call('HSET', KEYS[1], 'next_probe_at', string.format('%.6f', now + tonumber(ARGV[2])))
+return 1
+"""
+
+
+def _num(value: float) -> str:
+    return f"{value:.6f}"
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def utc_day(now: float) -> str:
+    """YYYYMMDD of `now` in UTC."""
+    return time.strftime("%Y%m%d", time.gmtime(now))
+
+
+def next_utc_midnight(now: float) -> float:
+    """Epoch seconds of the next 00:00 UTC after `now` (LeadLex's daily reset)."""
+    return float((math.floor(now / 86_400) + 1) * 86_400)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The answer of `Budget.acquire()`.
+
+    ok: the call may be made now. Otherwise `retry_at` (epoch seconds) is when it can next
+    succeed and `reason` says what blocks: "minute", "daily" or "paused". `token` names the
+    recorded call for `Budget.release()`.
+    """
+
+    ok: bool
+    retry_at: float
+    reason: str  # "" | "minute" | "daily" | "paused"
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """A snapshot of the shared budget, for `leadlex-sync status` and metrics."""
+
+    per_minute: int
+    daily_limit: int
+    minute_used: int
+    daily_used: int
+    daily_remaining: int
+    reset_at: float
+    paused_until: float
+    pause_reason: str
+
+
+class Budget:
+    """The shared LeadLex budget: per-minute sliding-window log + daily counter + pause."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        per_minute: int,
+        daily_limit: int,
+        *,
+        window_seconds: float = 60.0,
+        safety_seconds: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if per_minute < 1 or daily_limit < 1:
+            raise ValueError("per_minute and daily_limit must be >= 1")
+        if window_seconds <= 0 or safety_seconds < 0:
+            raise ValueError("window_seconds must be > 0 and safety_seconds >= 0")
+        self.redis = client
+        self.per_minute = per_minute
+        self.daily_limit = daily_limit
+        self.window = window_seconds
+        self.safety = safety_seconds
+        self.clock = clock
+        self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
+        self._pause = client.register_script(_PAUSE)
+        self._local = threading.local()
+
+    @property
+    def span(self) -> float:
+        """The length of the sliding window we enforce: window + safety margin."""
+        return self.window + self.safety
+
+    # ---- taking and giving back -----------------------------------------------------------
+
+    def acquire(self) -> Grant:
+        """Take one call from the budget, or say when one will be free (records nothing)."""
+        now = self.clock()
+        day = utc_day(now)
+        token = f"{day}:{uuid.uuid4().hex}"
+        ok, retry_at, reason = self._acquire(
+            keys=[MINUTE_KEY, DAY_KEY.format(day=day), PAUSE_KEY],
+            args=[
+                _num(now),
+                _num(self.span),
+                self.per_minute,
+                self.daily_limit,
+                DAY_TTL_SECONDS,
+                _num(next_utc_midnight(now)),
+                token,
+                math.ceil(self.span * 1000) + 1000,
+            ],
+        )
+        grant = Grant(
+            ok=bool(int(ok)),
+            retry_at=float(_text(retry_at)),
+            reason=_text(reason),
+            token=token if int(ok) else "",
+        )
+        if grant.ok:
+            self._local.last = grant
+        return grant
+
+    def release(self, grant: Grant | None = None) -> bool:
+        """Give a grant back because its call was never sent; True if it was returned.
+
+        Only for failures where the request surely did not leave this machine
+        (`LeadLexError` with `status is None and not maybe_applied`: ConnectError,
+        ConnectTimeout, PoolTimeout). Never after a 429 or any answer: the server counted
+        it. Without an argument, releases this thread's last grant. Releasing twice, or
+        after the call left the minute window, does nothing.
+        """
+        last: Grant | None = getattr(self._local, "last", None)
+        target = last if grant is None else grant
+        if target is None or not target.ok or not target.token:
+            return False
+        if last is target:
+            self._local.last = None
+        day = target.token.split(":", 1)[0]
+        done = self._release(keys=[MINUTE_KEY, DAY_KEY.format(day=day)], args=[target.token])
+        return bool(int(done))
+
+    # ---- learning from the server ---------------------------------------------------------
+
+    def observe(self, rate: RateInfo) -> None:
+        """Adopt the server's view of the daily quota from a response's rate headers.
+
+        used := limit - Remaining (the server's count wins over ours), where limit is
+        X-RateLimit-Limit when given (kept for the day) else the configured daily limit.
+        Remaining 0 with a Reset pauses every worker until the reset.
+        """
+        now = self.clock()
+        scope = self._record_remaining(rate, now)
+        if rate.remaining == 0 and rate.reset is not None and rate.reset > now:
+            self.pause(min(float(rate.reset), now + MAX_PAUSE_SECONDS), scope or "daily")
+
+    def _record_remaining(self, rate: RateInfo, now: float) -> str:
+        """Write the server's count; returns "minute" if the headers describe the minute."""
+        if rate.remaining is None:
+            return ""
+        limit = rate.limit if rate.limit is not None else None
+        if limit is not None and limit == self.per_minute and self.per_minute != self.daily_limit:
+            # LeadLex's headers describe the daily quota (reference §3); a Limit equal to the
+            # per-minute budget means this server reports the minute window instead, so it
+            # must not shrink the day to `per_minute` calls.
+            return "minute"
+        key = DAY_KEY.format(day=utc_day(now))
+        if limit is None:
+            stored = self.redis.hget(key, "limit")
+            limit = int(_text(stored)) if stored is not None else self.daily_limit
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, mapping={"used": max(0, limit - rate.remaining), "limit": limit})
+        pipe.expire(key, DAY_TTL_SECONDS)
+        pipe.execute()
+        return "daily"
+
+    def on_rate_limited(self, rate: RateInfo) -> float:
+        """A 429 arrived: pause every worker; returns when the (possibly longer) pause ends.
+
+        Until now + Retry-After if given (at least 1 s); else until X-RateLimit-Reset when
+        Remaining is 0 (next 00:00 UTC if Reset is missing); else until our minute window
+        frees (oldest call in it + window + safety, between now + 1 s and now + window).
+        """
+        now = self.clock()
+        scope = self._record_remaining(rate, now)
+        if rate.retry_after is not None:
+            until, reason = now + max(rate.retry_after, 1.0), "retry_after"
+        elif rate.remaining == 0 and (rate.reset is None or rate.reset > now):
+            # A Reset in the past is stale (clock skew around midnight): use the minute rule.
+            reset = next_utc_midnight(now) if rate.reset is None else float(rate.reset)
+            until, reason = reset, scope if scope == "minute" else "daily"
+        else:
+            oldest = self.redis.zrangebyscore(
+                MINUTE_KEY, f"({_num(now - self.span)}", "+inf", start=0, num=1, withscores=True
+            )
+            until = float(oldest[0][1]) + self.span if oldest else now + self.window
+            until, reason = min(max(until, now + 1.0), now + self.window), "minute"
+        return self.pause(min(until, now + MAX_PAUSE_SECONDS), reason)
+
+    # ---- pause ----------------------------------------------------------------------------
+
+    def pause(self, until: float, reason: str) -> float:
+        """Stop every worker until `until` (epoch s); never shortens a longer pause.
+
+        Returns the end of the pause now in force.
+        """
+        now = self.clock()
+        end, _ = self._pause(keys=[PAUSE_KEY], args=[_num(until), reason, _num(now)])
+        return float(_text(end))
+
+    def paused_until(self) -> tuple[float, str]:
+        """(until, reason) of the pause in force, or (0.0, "") when not paused."""
+        raw = self.redis.hmget(PAUSE_KEY, ["until", "reason"])
+        until = float(_text(raw[0]) or 0)
+        if until <= self.clock():
+            return 0.0, ""
+        return until, _text(raw[1])
+
+    def clear_pause(self) -> None:
+        """Lift any pause at once (operator override; the next 429 pauses again)."""
+        self.redis.delete(PAUSE_KEY)
+
+    # ---- reporting ------------------------------------------------------------------------
+
+    def status(self) -> BudgetStatus:
+        """A consistent-enough snapshot of the budget (read-only, one round trip)."""
+        now = self.clock()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zcount(MINUTE_KEY, f"({_num(now - self.span)}", "+inf")
+        pipe.hmget(DAY_KEY.format(day=utc_day(now)), ["used", "limit"])
+        pipe.hmget(PAUSE_KEY, ["until", "reason"])
+        minute_used, (used, limit), (until, reason) = pipe.execute()
+        daily_limit = int(_text(limit) or self.daily_limit)
+        daily_used = int(_text(used) or 0)
+        paused = float(_text(until) or 0)
+        if paused <= now:
+            paused, reason = 0.0, None
+        return BudgetStatus(
+            per_minute=self.per_minute,
+            daily_limit=daily_limit,
+            minute_used=int(minute_used),
+            daily_used=daily_used,
+            daily_remaining=max(0, daily_limit - daily_used),
+            reset_at=next_utc_midnight(now),
+            paused_until=paused,
+            pause_reason=_text(reason),
+        )
+
+
+@dataclass(frozen=True)
+class CircuitState:
+    """Whether delivery is stopped (bad key / missing permission), why, and the next probe."""
+
+    open: bool
+    reason: str
+    detail: str
+    since: float
+    next_probe_at: float
+
+
+class Circuit:
+    """A cluster-wide breaker for 401/403: all delivery stops until a probe succeeds.
+
+    `open()` records why (keeping the first `since`); `probe_due()` is True for exactly one
+    caller per `probe_interval` across all workers (the first probe comes one interval
+    after opening, since the failing call just was one); that caller makes one cheap call
+    and `close()`s on success or `open()`s again on failure. The probe schedule lives in
+    the hash (`next_probe_at`, compared with the injected clock) rather than in a
+    `SET NX EX` key, so tests can drive it with a fake clock; the effect is the same.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        probe_interval: float = 180.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if probe_interval <= 0:
+            raise ValueError("probe_interval must be > 0")
+        self.redis = client
+        self.probe_interval = probe_interval
+        self.clock = clock
+        self._open = client.register_script(_CIRCUIT_OPEN)
+        self._probe = client.register_script(_CIRCUIT_PROBE)
+
+    def open(self, reason: str, detail: str = "") -> None:
+        """Stop delivery everywhere (idempotent; a re-open updates reason and detail)."""
+        self._open(
+            keys=[CIRCUIT_KEY],
+            args=[_num(self.clock()), _num(self.probe_interval), reason, detail],
+        )
+
+    def close(self) -> None:
+        """Resume delivery."""
+        self.redis.delete(CIRCUIT_KEY)
+
+    def state(self) -> CircuitState:
+        """The breaker as every worker sees it."""
+        raw = self.redis.hmget(CIRCUIT_KEY, ["open", "reason", "detail", "since", "next_probe_at"])
+        is_open, reason, detail, since, next_probe = (_text(v) for v in raw)
+        if is_open != "1":
+            return CircuitState(False, "", "", 0.0, 0.0)
+        return CircuitState(True, reason, detail, float(since or 0), float(next_probe or 0))
+
+    def is_open(self) -> bool:
+        """Shorthand for `state().open`."""
+        return self.redis.hget(CIRCUIT_KEY, "open") in (b"1", "1")
+
+    def probe_due(self) -> bool:
+        """True for one caller per probe interval while open; False when closed."""
+        due = self._probe(keys=[CIRCUIT_KEY], args=[_num(self.clock()), _num(self.probe_interval)])
+        return bool(int(due))
