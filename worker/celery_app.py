@@ -40,6 +40,10 @@ app.conf.update(
         "socket_connect_timeout": 2,
         "socket_timeout": 5,
         "max_retries": 1,
+        # Messages of a worker that died are put back after the visibility timeout; sweep
+        # for them often enough that recovery takes about that long, not minutes more.
+        "unacked_restore_interval": max(1, min(10, visibility_timeout() // 6)),
+        "unacked_restore_throttle": 1,
     },
     broker_connection_retry_on_startup=True,
     task_serializer="json",

@@ -107,7 +107,7 @@ class DeadLetters:
     def add(self, reason: str, *, source: str, payload: Any, **kw: Any) -> str:
         """Store one dead letter; returns its stream id."""
         fields = self.fields(reason, source=source, payload=payload, **kw)
-        entry_id = self.redis.xadd(STREAM, fields)  # type: ignore[arg-type]
+        entry_id = self.redis.xadd(STREAM, fields)
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     def get(self, entry_id: str) -> DeadLetter | None:

@@ -40,6 +40,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "leadlex_calls": ("LeadLex API calls by method and status", ("method", "status")),
     "leadlex_429": ("429 answers from LeadLex", ()),
     "flushes_parked": ("Flushes parked waiting for budget", ("reason",)),
+    "notes_assumed_applied": ("Notes appends of lost outcome taken as applied", ()),
 }
 
 # Buckets in seconds, for CRM-time -> LeadLex-200 latency.
@@ -123,10 +124,10 @@ class RedisCollector(Collector):
         for name, (help_text, labels, buckets) in HISTOGRAMS.items():
             family_h = HistogramMetricFamily(f"leadlex_sync_{name}", help_text, labels=list(labels))
             series: dict[str, dict[str, float]] = {}
-            for field, value in raw.items():
-                field_s = field.decode() if isinstance(field, bytes) else field
+            for hfield, hvalue in raw.items():
+                field_s = hfield.decode() if isinstance(hfield, bytes) else str(hfield)
                 base, _, bound = field_s.rpartition("|")
-                series.setdefault(base, {})[bound] = float(value)
+                series.setdefault(base, {})[bound] = float(hvalue)
             for base, points in series.items():
                 key = json.loads(base)
                 if key[0] != name:

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_BASE_URL = "https://data.leadlex.com/functions/v1/api-gateway"
 
@@ -58,10 +66,16 @@ class Settings(BaseModel):
     leadlex_rate_per_minute: int | None = Field(None, alias="LEADLEX_RATE_PER_MINUTE", ge=1)
     leadlex_daily_limit: int | None = Field(None, alias="LEADLEX_DAILY_LIMIT", ge=1)
     leadlex_timeout_seconds: float = Field(10.0, alias="LEADLEX_TIMEOUT_SECONDS", gt=0, le=120)
+    # Length of LeadLex's per-minute window. Only tests and the chaos run change it.
+    leadlex_rate_window_seconds: float = Field(
+        60.0, alias="LEADLEX_RATE_WINDOW_SECONDS", gt=0, le=3600
+    )
+    circuit_probe_seconds: float = Field(180.0, alias="CIRCUIT_PROBE_SECONDS", ge=1, le=3600)
+    flush_lease_seconds: float = Field(60.0, alias="FLUSH_LEASE_SECONDS", ge=1, le=3600)
 
     hubspot_client_secret: SecretStr | None = Field(None, alias="HUBSPOT_CLIENT_SECRET")
     hubspot_signature_versions: list[Literal["v1", "v2", "v3"]] = Field(
-        default_factory=lambda: ["v3", "v2", "v1"], alias="HUBSPOT_SIGNATURE_VERSIONS"
+        default=["v3", "v2", "v1"], alias="HUBSPOT_SIGNATURE_VERSIONS"
     )
     hubspot_portal_ids: list[str] = Field(default_factory=list, alias="HUBSPOT_PORTAL_IDS")
     public_base_url: str | None = Field(None, alias="PUBLIC_BASE_URL")
@@ -82,7 +96,7 @@ class Settings(BaseModel):
     create_on_creation: bool = Field(False, alias="CREATE_ON_CREATION")
     deletion_policy: Literal["unlink", "ignore"] = Field("unlink", alias="DELETION_POLICY")
     max_retry_age_seconds: int = Field(86_400, alias="MAX_RETRY_AGE_SECONDS", ge=60)
-    visibility_timeout_seconds: int = Field(3_600, alias="VISIBILITY_TIMEOUT_SECONDS", ge=60)
+    visibility_timeout_seconds: int = Field(3_600, alias="VISIBILITY_TIMEOUT_SECONDS", ge=5)
     log_format: Literal["auto", "json", "console"] = Field("auto", alias="LOG_FORMAT")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
 
@@ -143,6 +157,13 @@ class Settings(BaseModel):
     def _region(cls, value: str) -> str:
         return value.upper()
 
+    @model_validator(mode="after")
+    def _countdowns_fit(self) -> Settings:
+        # Invariant 7: no Celery countdown may reach the broker's visibility timeout.
+        if self.coalesce_seconds * 2 >= self.visibility_timeout_seconds:
+            raise ValueError("COALESCE_SECONDS must be under half of VISIBILITY_TIMEOUT_SECONDS")
+        return self
+
     # ---- derived values -------------------------------------------------------------------
     @property
     def rate_per_minute(self) -> int:
@@ -200,11 +221,13 @@ def load_settings(
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = err["loc"][0] if err["loc"] else "?"
-        field = Settings.model_fields.get(str(loc))
-        var = field.alias if field and field.alias else str(loc)
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if not err["loc"]:  # a cross-field rule; its message names the variables
+            raise SettingsError(msg) from None
+        field = Settings.model_fields.get(str(err["loc"][0]))
+        var = field.alias if field and field.alias else str(err["loc"][0])
         # Never echo the input: it may be a secret.
-        raise SettingsError(f"{var}: {err['msg']}") from None
+        raise SettingsError(f"{var}: {msg}") from None
     if require_leadlex and settings.leadlex_api_key is None:
         raise SettingsError("LEADLEX_API_KEY: missing (required to call LeadLex; see README)")
     return settings

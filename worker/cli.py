@@ -1,0 +1,377 @@
+"""`leadlex-sync` command line: dev mode, simulator, links, status, dead letters, config.
+
+Every command has --help; bad input exits non-zero with one line saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import redis
+
+from worker.settings import Settings, SettingsError, load_settings
+
+SOURCES = ("hubspot", "salesforce", "generic")
+LINK_HEADER = ["source", "account", "object_id", "leadlex_id"]
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"leadlex-sync: {message}", err=True)
+    sys.exit(code)
+
+
+def _settings(require_leadlex: bool = False) -> Settings:
+    try:
+        return load_settings(require_leadlex=require_leadlex)
+    except SettingsError as err:
+        _fail(str(err), 2)
+        raise  # unreachable
+
+
+def _redis(settings: Settings) -> redis.Redis:
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=10)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError):
+        _fail(f"Redis does not answer at REDIS_URL ({_safe_url(settings.redis_url)})", 3)
+    return client
+
+
+def _safe_url(url: str) -> str:
+    return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+def _runtime(settings: Settings) -> Any:
+    """A pipeline Runtime for CLI work (dispatches through Celery, never calls LeadLex)."""
+    from worker import pipeline
+    from worker.celery_app import app
+    from worker.mapping import MappingError, load_mapping
+
+    app.conf.broker_url = settings.redis_url
+    from worker.tasks import _dispatch_flush, _dispatch_ingest
+
+    try:
+        mapping = load_mapping(settings.mapping_file, settings.default_phone_region)
+    except MappingError as err:
+        _fail(f"MAPPING_FILE: {err}", 2)
+
+    def no_client() -> Any:
+        raise RuntimeError("the CLI does not call LeadLex")
+
+    return pipeline.Runtime(
+        settings=settings,
+        redis=_redis(settings),
+        mapping=mapping,
+        client_factory=no_client,
+        dispatch_flush=_dispatch_flush,
+        dispatch_ingest=_dispatch_ingest,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="leadlex-sync")
+def main() -> None:
+    """Keep LeadLex contacts in step with HubSpot and Salesforce."""
+
+
+# ---- dev mode and simulator ------------------------------------------------------------------
+@main.command()
+@click.option("--port", default=8000, show_default=True, help="Receiver port on 127.0.0.1.")
+@click.option("--flower/--no-flower", default=True, show_default=True, help="Start Flower.")
+@click.option("--flower-port", default=5555, show_default=True)
+def dev(port: int, flower: bool, flower_port: int) -> None:
+    """Run everything locally: Redis (embedded if none), simulator, receiver, worker, beat."""
+    from worker.devmode import run_dev
+
+    sys.exit(run_dev(port=port, flower=flower, flower_port=flower_port))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8787, show_default=True, type=int)
+@click.option("--api-key", default="sandbox-key", show_default=True, help="Key with read+write.")
+@click.option(
+    "--plan", type=click.Choice(["starter", "pro", "org"]), default="pro", show_default=True
+)
+@click.option("--seed-demo/--no-seed-demo", default=True, show_default=True)
+def sandbox(host: str, port: int, api_key: str, plan: str, seed_demo: bool) -> None:
+    """Run the local LeadLex simulator (a faithful LeadLex API for dev and tests)."""
+    from leadlex_sandbox.__main__ import main as sandbox_main
+
+    argv = ["--host", host, "--port", str(port), "--api-key", api_key, "--plan", plan]
+    if seed_demo:
+        argv.append("--seed-demo")
+    sys.exit(sandbox_main(argv))
+
+
+# ---- links -----------------------------------------------------------------------------------
+@main.group()
+def links() -> None:
+    """Which LeadLex contact each CRM record is."""
+
+
+def _read_links(path: Path) -> Iterator[tuple[str, str, str, str]]:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header] != LINK_HEADER:
+            _fail(f"{path}: header must be exactly {','.join(LINK_HEADER)}")
+        for lineno, row in enumerate(reader, start=2):
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != 4:
+                _fail(f"{path}:{lineno}: expected 4 columns, got {len(row)}")
+            source, account, object_id, leadlex_id = (c.strip() for c in row)
+            if source not in SOURCES:
+                _fail(f"{path}:{lineno}: source {source!r} is not one of {', '.join(SOURCES)}")
+            if not object_id or ":" in object_id:
+                _fail(f"{path}:{lineno}: object_id is empty or contains ':'")
+            if ":" in account:
+                _fail(f"{path}:{lineno}: account contains ':'")
+            if not _ID_RE.match(leadlex_id):
+                _fail(f"{path}:{lineno}: leadlex_id {leadlex_id!r} is not a LeadLex id")
+            yield source, account, object_id, leadlex_id
+
+
+@links.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def links_import(file: Path) -> None:
+    """Load links from a CSV (header source,account,object_id,leadlex_id; empty account = any)."""
+    from worker import pipeline
+
+    rows = list(_read_links(file))  # validate everything before writing anything
+    rt = _runtime(_settings())
+    written = 0
+    with click.progressbar(length=len(rows), label="links", file=sys.stderr, show_pos=True) as bar:
+        for i in range(0, len(rows), 5000):
+            chunk = rows[i : i + 5000]
+            written += rt.state.set_links(chunk)
+            bar.update(len(chunk))
+    pipe = rt.redis.pipeline(transaction=False)
+    for source, _account, object_id, _ in rows:
+        pipe.exists(f"lls:unlinked:{source}:{object_id}")
+    parked = [(r[0], r[2]) for r, has in zip(rows, pipe.execute(), strict=True) if has]
+    replayed = pipeline.replay_unlinked(rt, parked)
+    click.echo(f"imported {written} links; {replayed} parked events replayed")
+
+
+@links.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path), required=False)
+def links_export(file: Path | None) -> None:
+    """Write all links as CSV (to FILE or standard output)."""
+    from worker.state import State
+
+    state = State(_redis(_settings()))
+    out = file.open("w", newline="", encoding="utf-8") if file else sys.stdout
+    try:
+        writer = csv.writer(out)
+        writer.writerow(LINK_HEADER)
+        for row in state.iter_links():
+            writer.writerow(row)
+    finally:
+        if file:
+            out.close()
+
+
+@links.command("show")
+@click.argument("source", type=click.Choice(SOURCES))
+@click.argument("object_id")
+@click.option("--account", default="", help="CRM account (portal / org id).")
+def links_show(source: str, object_id: str, account: str) -> None:
+    """Show the LeadLex id a CRM record resolves to."""
+    from worker.state import State
+
+    contact = State(_redis(_settings())).resolve_link(source, account, object_id)
+    if contact is None:
+        _fail(f"no link for {source} record {object_id}")
+    click.echo(contact)
+
+
+# ---- status ----------------------------------------------------------------------------------
+def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
+    """Budget, backlog, drain forecast, pause and circuit state, as a dict."""
+    from worker.deadletter import DeadLetters
+    from worker.ratelimit import Budget, Circuit
+    from worker.state import State
+
+    budget = Budget(client, settings.rate_per_minute, settings.daily_limit).status()
+    circuit = Circuit(client).state()
+    state = State(client)
+    backlog = state.due_count()
+    now = time.time()
+    # Drain forecast: per-minute pace, but the daily quota caps what can go before reset.
+    left_today = max(0, budget.daily_remaining)
+    if backlog <= left_today:
+        drain_at = now + 60.0 * backlog / max(1, settings.rate_per_minute)
+    else:
+        rest = backlog - left_today
+        days = (rest - 1) // max(1, budget.daily_limit)
+        drain_at = (
+            budget.reset_at
+            + days * 86_400
+            + 60.0 * (rest - days * budget.daily_limit) / max(1, settings.rate_per_minute)
+        )
+    iso = lambda t: datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds") if t else None  # noqa: E731
+    return {
+        "budget": {
+            "per_minute": budget.per_minute,
+            "daily_limit": budget.daily_limit,
+            "daily_remaining": budget.daily_remaining,
+            "minute_used": budget.minute_used,
+            "reset_at": iso(budget.reset_at),
+        },
+        "backlog": {
+            "contacts_waiting": backlog,
+            "oldest_due": iso(state.oldest_due() or 0),
+            "drains_by": iso(drain_at) if backlog else None,
+            "unlinked_records": state.count_unlinked(),
+        },
+        "paused_until": iso(budget.paused_until) if budget.paused_until > now else None,
+        "pause_reason": budget.pause_reason if budget.paused_until > now else "",
+        "circuit": {"open": circuit.open, "reason": circuit.reason, "detail": circuit.detail},
+        "dead_letters": DeadLetters(client).count(),
+        "links": state.count_links(),
+    }
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Budget left today, its reset, the backlog and when it drains, pause/circuit state."""
+    settings = _settings()
+    report = status_report(settings, _redis(settings))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    b, q = report["budget"], report["backlog"]
+    click.echo(
+        f"budget     {b['daily_remaining']}/{b['daily_limit']} calls left today, "
+        f"{b['per_minute']}/min; resets {b['reset_at']}"
+    )
+    click.echo(
+        f"backlog    {q['contacts_waiting']} contacts waiting"
+        + (f", drains by {q['drains_by']}" if q["drains_by"] else "")
+        + f"; {q['unlinked_records']} unlinked records parked"
+    )
+    if report["paused_until"]:
+        click.echo(f"paused     until {report['paused_until']} ({report['pause_reason']})")
+    c = report["circuit"]
+    click.echo("circuit    " + (f"OPEN ({c['reason']}): {c['detail']}" if c["open"] else "closed"))
+    click.echo(f"dead letters {report['dead_letters']}; links {report['links']}")
+
+
+# ---- dead letters ----------------------------------------------------------------------------
+@main.group()
+def dlq() -> None:
+    """Dead letters: list, show, replay, purge."""
+
+
+@dlq.command("list")
+@click.option("--reason", default=None, help="Only this reason code.")
+@click.option("--json", "as_json", is_flag=True)
+def dlq_list(reason: str | None, as_json: bool) -> None:
+    """List dead letters, oldest first."""
+    from worker.deadletter import DeadLetters
+
+    letters = list(DeadLetters(_redis(_settings())).iter(reason))
+    if as_json:
+        click.echo(json.dumps([d.to_dict() for d in letters], indent=2, default=str))
+        return
+    for d in letters:
+        when = datetime.fromtimestamp(d.created_at, UTC).isoformat(timespec="seconds")
+        click.echo(f"{d.id}  {when}  {d.reason:<20} {d.source:<10} {d.contact}  {d.last_error}")
+    click.echo(f"{len(letters)} dead letters", err=True)
+
+
+@dlq.command("show")
+@click.argument("entry_id")
+def dlq_show(entry_id: str) -> None:
+    """Show one dead letter in full (JSON)."""
+    from worker.deadletter import DeadLetters
+
+    letter = DeadLetters(_redis(_settings())).get(entry_id)
+    if letter is None:
+        _fail(f"no dead letter {entry_id}")
+    assert letter is not None
+    click.echo(json.dumps(letter.to_dict(), indent=2, default=str))
+
+
+@dlq.command("replay")
+@click.argument("entry_id", required=False)
+@click.option("--all", "all_", is_flag=True, help="Replay every dead letter.")
+@click.option("--reason", default=None, help="Replay every dead letter with this reason.")
+def dlq_replay(entry_id: str | None, all_: bool, reason: str | None) -> None:
+    """Send dead letters through the normal pipeline again (dedupe, ordering, budget)."""
+    from worker.deadletter import DeadLetters
+    from worker.replay import replay_letters
+
+    if sum(bool(x) for x in (entry_id, all_, reason)) != 1:
+        _fail("give exactly one of ID, --all or --reason R")
+    rt = _runtime(_settings())
+    store = DeadLetters(rt.redis)
+    if entry_id:
+        one = store.get(entry_id)
+        if one is None:
+            _fail(f"no dead letter {entry_id}")
+        letters = [one]
+    else:
+        letters = list(store.iter(reason))
+    with click.progressbar(letters, label="replay", file=sys.stderr, show_pos=True) as bar:
+        done, skipped = replay_letters(rt, [d for d in bar if d is not None])
+    click.echo(f"replayed {done}; {skipped} cannot be replayed (kept)")
+
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+
+
+@dlq.command("purge")
+@click.option("--older-than", "older_than", required=True, help="Age such as 30d, 12h, 90m.")
+def dlq_purge(older_than: str) -> None:
+    """Delete dead letters older than the given age."""
+    from worker.deadletter import DeadLetters
+
+    m = _DURATION.match(older_than.strip())
+    if not m:
+        _fail(f"--older-than {older_than!r}: use a number and s, m, h or d (e.g. 30d)")
+    assert m is not None
+    seconds = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    removed = DeadLetters(_redis(_settings())).purge_older_than(seconds)
+    click.echo(f"purged {removed} dead letters older than {older_than}")
+
+
+# ---- config ----------------------------------------------------------------------------------
+@main.group()
+def config() -> None:
+    """Check and show the configuration."""
+
+
+@config.command("check")
+def config_check() -> None:
+    """Validate settings and the mapping file; print the effective config, secrets masked."""
+    from worker.mapping import MappingError, load_mapping
+
+    settings = _settings(require_leadlex=True)
+    try:
+        load_mapping(settings.mapping_file, settings.default_phone_region)
+    except MappingError as err:
+        _fail(f"MAPPING_FILE: {err}", 2)
+    effective = settings.masked()
+    effective["REDIS_URL"] = _safe_url(settings.redis_url)
+    effective["effective_rate_per_minute"] = settings.rate_per_minute
+    effective["effective_daily_limit"] = settings.daily_limit
+    click.echo(json.dumps(effective, indent=2, default=str))
+    click.echo("configuration OK", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,441 @@
+"""Sync state in Redis: dedupe ledger, record snapshots, links, staged changes, commits.
+
+Every multi-key change is one Lua script, so several workers on several machines
+can run at once and a worker killed at any line leaves a state the next attempt
+can finish from. Key layout (all under `lls:`):
+
+- `lls:seen:{fingerprint}` (string): dedupe ledger, TTL `DEDUPE_TTL_SECONDS` (7 days).
+- `lls:snap:{src}:{acct}:{id}` (hash): a record's last known CRM values, field ->
+  [value, ts_ms].
+- `lls:links` (hash): `{src}:{acct}:{id}` -> LeadLex id (`acct` empty = any account);
+  `lls:rlinks:{leadlex_id}` (set) is the reverse index.
+- `lls:gone` (hash): `{src}:{acct}:{id}` -> deletion time (record no longer synced).
+- `lls:unlinked:{src}:{id}` (hash): parked events of a record with no link,
+  fingerprint -> event.
+- `lls:stage:{leadlex_id}` (hash): staged LeadLex field -> [value, ts_ms, origin].
+- `lls:applied:{leadlex_id}` (hash): last value applied per field -> [value, ts_ms];
+  `_updated` -> LeadLex's updated_date after our last write.
+- `lls:notes:{leadlex_id}` (hash): per CRM record, the notes text already appended.
+- `lls:intent:{leadlex_id}` (string): a PATCH whose outcome is not known yet.
+- `lls:due` (zset): contacts with staged changes -> due time (first change + coalesce).
+- `lls:lease:{leadlex_id}` (string, expiring): a flush was dispatched or parked until
+  then; the pump leaves the contact alone while it lives.
+- `lls:lock:{leadlex_id}` (string, expiring): one flush at a time per contact.
+- `lls:attempts:{leadlex_id}` (hash): transient failure count and first failure time.
+
+Staged notes use the field name `notes|{record_key}` so that each CRM record's notes
+text is tracked (and appended) on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+P = "lls:"
+DUE = f"{P}due"
+LINKS = f"{P}links"
+GONE = f"{P}gone"
+NOTES_PREFIX = "notes|"
+
+
+def seen_key(fp: str) -> str:
+    return f"{P}seen:{fp}"
+
+
+def snap_key(record_key: str) -> str:
+    return f"{P}snap:{record_key}"
+
+
+def stage_key(contact: str) -> str:
+    return f"{P}stage:{contact}"
+
+
+def applied_key(contact: str) -> str:
+    return f"{P}applied:{contact}"
+
+
+def notes_key(contact: str) -> str:
+    return f"{P}notes:{contact}"
+
+
+def intent_key(contact: str) -> str:
+    return f"{P}intent:{contact}"
+
+
+def lease_key(contact: str) -> str:
+    return f"{P}lease:{contact}"
+
+
+def lock_key(contact: str) -> str:
+    return f"{P}lock:{contact}"
+
+
+def attempts_key(contact: str) -> str:
+    return f"{P}attempts:{contact}"
+
+
+def unlinked_key(source: str, object_id: str) -> str:
+    return f"{P}unlinked:{source}:{object_id}"
+
+
+def rlinks_key(contact: str) -> str:
+    return f"{P}rlinks:{contact}"
+
+
+def link_field(source: str, account: str, object_id: str) -> str:
+    return f"{source}:{account}:{object_id}"
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# Merge CRM values into a record snapshot, newest value per field wins (ties: the
+# incoming value, so a redelivered event re-applies idempotently).
+# KEYS[1] snapshot; ARGV: ts_ms, then field, value-json pairs. Returns the whole hash.
+_MERGE_SNAPSHOT = """
+local ts = tonumber(ARGV[1])
+for i = 2, #ARGV, 2 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  local take = true
+  if cur then
+    local old = cjson.decode(cur)
+    if tonumber(old[2]) > ts then take = false end
+  end
+  if take then
+    redis.call('HSET', KEYS[1], ARGV[i], cjson.encode({cjson.decode(ARGV[i + 1]), ts}))
+  end
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# Stage LeadLex field values for a contact, never older than what was applied or staged,
+# and mark the event seen in the same step.
+# KEYS: stage, applied, due, seen   ARGV: due_at, seen_ttl, then field, value, ts, origin.
+# Returns {newly_due (0/1), staged count, stale count}.
+_STAGE = """
+local staged, stale = 0, 0
+for i = 3, #ARGV, 4 do
+  local f, v, ts, origin = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  local newer = true
+  local a = redis.call('HGET', KEYS[2], f)
+  if a and tonumber(cjson.decode(a)[2]) > ts then newer = false end
+  local s = redis.call('HGET', KEYS[1], f)
+  if newer and s and tonumber(cjson.decode(s)[2]) > ts then newer = false end
+  if newer then
+    redis.call('HSET', KEYS[1], f, cjson.encode({v, ts, cjson.decode(origin)}))
+    staged = staged + 1
+  else
+    stale = stale + 1
+  end
+end
+local added = 0
+if redis.call('HLEN', KEYS[1]) > 0 then
+  added = redis.call('ZADD', KEYS[3], 'NX', ARGV[1], KEYS[1]:sub(11))
+end
+if KEYS[4] ~= '' then redis.call('SET', KEYS[4], '1', 'EX', ARGV[2]) end
+return {added, staged, stale}
+"""
+
+# Commit a successful PATCH. KEYS: stage, applied, due, intent, notes, attempts
+# ARGV: contact, updated_date, now_due, then triples of (field, staged-json-as-read, kind)
+# where kind is 'f' (plain field: record [value, ts] in applied unless a newer one is there)
+# or 'n' (notes: record the CRM text in notes hash under the record key) or 'd' (drop only).
+_COMMIT = """
+for i = 4, #ARGV, 3 do
+  local f, raw, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local st = cjson.decode(raw)
+  if kind == 'f' then
+    local a = redis.call('HGET', KEYS[2], f)
+    if (not a) or tonumber(cjson.decode(a)[2]) <= tonumber(st[2]) then
+      redis.call('HSET', KEYS[2], f, cjson.encode({st[1], st[2]}))
+    end
+  elseif kind == 'n' then
+    redis.call('HSET', KEYS[5], string.sub(f, 7), st[1])
+  end
+  if redis.call('HGET', KEYS[1], f) == raw then redis.call('HDEL', KEYS[1], f) end
+end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], '_updated', ARGV[2]) end
+redis.call('DEL', KEYS[4])
+redis.call('DEL', KEYS[6])
+if redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  return 0
+end
+redis.call('ZADD', KEYS[3], 'LT', ARGV[3], ARGV[1])
+return redis.call('HLEN', KEYS[1])
+"""
+
+# Release a lock only if we still own it.
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# Pick up to N due contacts without a live lease, oldest due first, and lease them.
+# KEYS: due   ARGV: now, lease_seconds, n, prefix
+_CLAIM_DUE = """
+local out = {}
+local rows = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 200)
+for _, c in ipairs(rows) do
+  if #out >= tonumber(ARGV[3]) then break end
+  local lk = ARGV[4] .. 'lease:' .. c
+  if redis.call('EXISTS', lk) == 0 then
+    redis.call('SET', lk, '1', 'PX', math.floor(tonumber(ARGV[2]) * 1000))
+    table.insert(out, c)
+  end
+end
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """One staged LeadLex field as read for a flush (raw = the exact stored JSON)."""
+
+    field: str
+    value: str
+    ts_ms: int
+    origin: dict[str, Any]
+    raw: str
+
+
+class State:
+    """All sync state operations; the only module (with ratelimit) that talks to Redis."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._merge = client.register_script(_MERGE_SNAPSHOT)
+        self._stage = client.register_script(_STAGE)
+        self._commit = client.register_script(_COMMIT)
+        self._unlock = client.register_script(_UNLOCK)
+        self._claim = client.register_script(_CLAIM_DUE)
+
+    # ---- dedupe ---------------------------------------------------------------------------
+    def seen(self, fp: str) -> bool:
+        return bool(self.redis.exists(seen_key(fp)))
+
+    def mark_seen(self, fp: str, ttl: int) -> None:
+        self.redis.set(seen_key(fp), "1", ex=ttl)
+
+    # ---- snapshots ------------------------------------------------------------------------
+    def merge_snapshot(
+        self, record_key: str, ts_ms: int, changes: Mapping[str, str | None]
+    ) -> dict[str, tuple[str | None, int]]:
+        """Merge `changes` at `ts_ms` (newest per field wins); return the merged snapshot."""
+        argv: list[Any] = [ts_ms]
+        for name, value in changes.items():
+            argv += [name, json.dumps(value)]
+        flat = self._merge(keys=[snap_key(record_key)], args=argv)
+        out: dict[str, tuple[str | None, int]] = {}
+        for i in range(0, len(flat), 2):
+            value, ts = json.loads(flat[i + 1])
+            out[_s(flat[i])] = (value, int(ts))
+        return out
+
+    def snapshot(self, record_key: str) -> dict[str, tuple[str | None, int]]:
+        raw = self.redis.hgetall(snap_key(record_key))
+        return {_s(k): (json.loads(v)[0], int(json.loads(v)[1])) for k, v in raw.items()}
+
+    # ---- links ----------------------------------------------------------------------------
+    def resolve_link(self, source: str, account: str, object_id: str) -> str | None:
+        """The LeadLex id linked to a record: exact account first, then an any-account link."""
+        exact, anyacct = self.redis.hmget(
+            LINKS, [link_field(source, account, object_id), link_field(source, "", object_id)]
+        )
+        found = exact or anyacct
+        return _s(found) if found else None
+
+    def set_links(self, rows: Iterable[tuple[str, str, str, str]]) -> int:
+        """Store (source, account, object_id, leadlex_id) rows; returns how many were written."""
+        pipe = self.redis.pipeline(transaction=False)
+        n = 0
+        for source, account, object_id, leadlex_id in rows:
+            field = link_field(source, account, object_id)
+            pipe.hset(LINKS, field, leadlex_id)
+            pipe.sadd(rlinks_key(leadlex_id), field)
+            n += 1
+            if n % 1000 == 0:
+                pipe.execute()
+        pipe.execute()
+        return n
+
+    def remove_links_for_record(self, source: str, account: str, object_id: str) -> list[str]:
+        """Drop the record's links (exact and any-account); returns the LeadLex ids unlinked."""
+        fields = [link_field(source, account, object_id), link_field(source, "", object_id)]
+        ids = self.redis.hmget(LINKS, fields)
+        pipe = self.redis.pipeline()
+        removed = []
+        for field, contact in zip(fields, ids, strict=True):
+            if contact:
+                pipe.hdel(LINKS, field)
+                pipe.srem(rlinks_key(_s(contact)), field)
+                removed.append(_s(contact))
+        pipe.execute()
+        return removed
+
+    def remove_links_to(self, contact: str) -> list[str]:
+        """Drop every link pointing at a LeadLex id (it no longer exists); returns the fields."""
+        fields = [_s(f) for f in self.redis.smembers(rlinks_key(contact))]
+        pipe = self.redis.pipeline()
+        for field in fields:
+            pipe.hdel(LINKS, field)
+        pipe.delete(rlinks_key(contact))
+        pipe.execute()
+        return fields
+
+    def iter_links(self) -> Iterable[tuple[str, str, str, str]]:
+        for field, contact in self.redis.hscan_iter(LINKS, count=1000):
+            source, account, object_id = _s(field).split(":", 2)
+            yield source, account, object_id, _s(contact)
+
+    def count_links(self) -> int:
+        return int(self.redis.hlen(LINKS))
+
+    # ---- deleted records --------------------------------------------------------------------
+    def mark_gone(self, record_key: str, ts_ms: int) -> None:
+        self.redis.hset(GONE, record_key, ts_ms)
+
+    def gone_since(self, record_key: str) -> int | None:
+        raw = self.redis.hget(GONE, record_key)
+        return int(raw) if raw is not None else None
+
+    def unmark_gone(self, record_key: str) -> None:
+        self.redis.hdel(GONE, record_key)
+
+    # ---- unlinked parking -----------------------------------------------------------------
+    def park_unlinked(self, source: str, object_id: str, fp: str, event: dict[str, Any]) -> None:
+        self.redis.hset(unlinked_key(source, object_id), fp, json.dumps(event))
+
+    def take_unlinked(self, source: str, object_id: str) -> list[dict[str, Any]]:
+        """Parked events of a record (left in place: ingest removes each when it stages it)."""
+        raw = self.redis.hvals(unlinked_key(source, object_id))
+        return [json.loads(v) for v in raw]
+
+    def unpark(self, source: str, object_id: str, fp: str) -> None:
+        self.redis.hdel(unlinked_key(source, object_id), fp)
+
+    def count_unlinked(self) -> int:
+        return sum(1 for _ in self.redis.scan_iter(match=f"{P}unlinked:*", count=1000))
+
+    # ---- staging --------------------------------------------------------------------------
+    def stage(
+        self,
+        contact: str,
+        fields: Iterable[tuple[str, str, int, dict[str, Any]]],
+        *,
+        due_at: float,
+        fp: str | None,
+        seen_ttl: int,
+    ) -> tuple[bool, int, int]:
+        """Stage (field, value, ts_ms, origin) for `contact` and mark `fp` seen, atomically.
+
+        Returns (newly_due, staged, stale)."""
+        argv: list[Any] = [f"{due_at:.3f}", seen_ttl]
+        for field, value, ts, origin in fields:
+            argv += [field, value, ts, json.dumps(origin, separators=(",", ":"))]
+        keys = [stage_key(contact), applied_key(contact), DUE, seen_key(fp) if fp else ""]
+        added, staged, stale = self._stage(keys=keys, args=argv)
+        return bool(added), int(staged), int(stale)
+
+    def read_stage(self, contact: str) -> list[Staged]:
+        out = []
+        for field, raw in self.redis.hgetall(stage_key(contact)).items():
+            value, ts, origin = json.loads(raw)
+            out.append(Staged(_s(field), value, int(ts), origin or {}, _s(raw)))
+        return out
+
+    def applied(self, contact: str) -> dict[str, Any]:
+        """Applied values: field -> (value, ts_ms); `_updated` -> LeadLex updated_date string."""
+        out: dict[str, Any] = {}
+        for field, raw in self.redis.hgetall(applied_key(contact)).items():
+            name = _s(field)
+            out[name] = _s(raw) if name == "_updated" else tuple(json.loads(raw))
+        return out
+
+    def set_updated(self, contact: str, updated_date: str) -> None:
+        """Remember LeadLex's updated_date for a contact (read before a first notes append)."""
+        if updated_date:
+            self.redis.hset(applied_key(contact), "_updated", updated_date)
+
+    def notes_appended(self, contact: str) -> dict[str, str]:
+        return {_s(k): _s(v) for k, v in self.redis.hgetall(notes_key(contact)).items()}
+
+    def commit(
+        self,
+        contact: str,
+        items: Iterable[tuple[Staged, str]],
+        *,
+        updated_date: str = "",
+        next_due: float | None = None,
+    ) -> int:
+        """Record what LeadLex now holds and drop those staged entries (unless restaged).
+
+        `items` are (staged, kind) with kind 'f' (field sent or already equal), 'n' (notes
+        text covered) or 'd' (drop without recording, e.g. dead-lettered). Returns how many
+        staged fields remain (0 = the contact left the due set)."""
+        argv: list[Any] = [contact, updated_date, f"{(next_due or time.time()):.3f}"]
+        for staged, kind in items:
+            argv += [staged.field, staged.raw, kind]
+        keys = [
+            stage_key(contact),
+            applied_key(contact),
+            DUE,
+            intent_key(contact),
+            notes_key(contact),
+            attempts_key(contact),
+        ]
+        return int(self._commit(keys=keys, args=argv))
+
+    # ---- in-flight intent (notes at most once) ------------------------------------------------
+    def write_intent(self, contact: str, intent: dict[str, Any]) -> None:
+        self.redis.set(intent_key(contact), json.dumps(intent))
+
+    def read_intent(self, contact: str) -> dict[str, Any] | None:
+        raw = self.redis.get(intent_key(contact))
+        return json.loads(raw) if raw else None
+
+    def clear_intent(self, contact: str) -> None:
+        self.redis.delete(intent_key(contact))
+
+    # ---- scheduling -----------------------------------------------------------------------
+    def lock(self, contact: str, ttl: float) -> str | None:
+        token = secrets.token_hex(8)
+        ok = self.redis.set(lock_key(contact), token, nx=True, px=int(ttl * 1000))
+        return token if ok else None
+
+    def unlock(self, contact: str, token: str) -> None:
+        self._unlock(keys=[lock_key(contact)], args=[token])
+
+    def lease(self, contact: str, seconds: float) -> None:
+        self.redis.set(lease_key(contact), "1", px=max(1, int(seconds * 1000)))
+
+    def claim_due(self, now: float, lease_seconds: float, limit: int) -> list[str]:
+        rows = self._claim(keys=[DUE], args=[f"{now:.3f}", lease_seconds, limit, P])
+        return [_s(r) for r in rows]
+
+    def due_count(self) -> int:
+        return int(self.redis.zcard(DUE))
+
+    def oldest_due(self) -> float | None:
+        rows = self.redis.zrange(DUE, 0, 0, withscores=True)
+        return float(rows[0][1]) if rows else None
+
+    def attempts(self, contact: str) -> tuple[int, float]:
+        raw = self.redis.hmget(attempts_key(contact), ["n", "first"])
+        return int(raw[0] or 0), float(raw[1] or 0)
+
+    def record_failure(self, contact: str, now: float) -> tuple[int, float]:
+        pipe = self.redis.pipeline()
+        pipe.hincrby(attempts_key(contact), "n", 1)
+        pipe.hsetnx(attempts_key(contact), "first", f"{now:.3f}")
+        pipe.hget(attempts_key(contact), "first")
+        n, _, first = pipe.execute()
+        return int(n), float(first)
