@@ -46,6 +46,7 @@ from worker.leadlex import (
     LeadLexClient,
     LeadLexError,
     LeadLexValidationError,
+    RateInfo,
     RateLimitedError,
 )
 from worker.mapping import MappingConfig, map_record, notes_delta
@@ -399,6 +400,8 @@ def _flush_locked(rt: Runtime, contact: str) -> FlushOutcome:
     try:
         resp = rt.client.update_contact(contact, body)
     except LeadLexError as err:
+        if err.status is None and not err.maybe_applied:
+            rt.budget.release(grant)  # never reached LeadLex: give the call back
         return _on_error(rt, contact, err, staged, items, list(body))
     if _FAULT == "crash_after_patch":
         os._exit(137)
@@ -443,15 +446,9 @@ def _observe_error(rt: Runtime, err: LeadLexError) -> None:
         rt.budget.observe(err.rate)
     if isinstance(err, RateLimitedError):
         rt.metrics.incr("leadlex_429")
-        rt.budget.on_rate_limited(err.rate or _no_rate())
+        rt.budget.on_rate_limited(err.rate or RateInfo())
     elif getattr(err, "opens_circuit", False):
         rt.circuit.open(err.code or "unauthorized", str(err))
-
-
-def _no_rate() -> Any:
-    from worker.leadlex import RateInfo
-
-    return RateInfo(None, None, None, None)
 
 
 def _on_error(
