@@ -83,7 +83,8 @@ def demo_links(contacts: list[dict[str, Any]]) -> list[tuple[str, str, str, str]
     rows = []
     for i, contact in enumerate(contacts):
         rows.append(("hubspot", "", str(101 + i), str(contact["id"])))
-        rows.append(("salesforce", "", f"0035g00000DEMO{i:02d}AAA", str(contact["id"])))
+        rows.append(("salesforce", "", f"0035g00000DEM{i:02d}AAA", str(contact["id"])))
+        rows.append(("generic", "", f"G-{101 + i}", str(contact["id"])))
     return rows
 
 
