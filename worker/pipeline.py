@@ -153,10 +153,12 @@ def ingest(rt: Runtime, event: ChangeEvent) -> str:
         return "unlinked"
 
     for rej in result.rejected:
+        # A composed field (full_name) names its parts as "firstname+lastname".
+        parts = {f: snapshot.get(f, (None, 0))[0] for f in rej.crm_field.split("+")}
         rt.dlq.add(
             rej.reason,
             source=event.source,
-            payload=_replay_event(event, {rej.crm_field: rej.value}),
+            payload=_replay_event(event, parts),
             details={
                 "field": rej.leadlex_field,
                 "crm_field": rej.crm_field,
@@ -258,6 +260,8 @@ def _create_contact(rt: Runtime, event: ChangeEvent) -> str | None:
     snapshot = rt.state.snapshot(event.record_key)
     result = map_record(rt.mapping, event.source, event.object_type, snapshot, list(snapshot))
     body = {k: v.value for k, v in result.fields.items()}
+    if "company_name" in body:  # create spells it `company` (reference §6, §12.10)
+        body["company"] = body.pop("company_name")
     if not body or not rt.budget.acquire().ok:
         return None
     try:
