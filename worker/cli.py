@@ -82,6 +82,10 @@ def _runtime(settings: Settings) -> Any:
 @click.version_option(package_name="leadlex-sync")
 def main() -> None:
     """Keep LeadLex contacts in step with HubSpot and Salesforce."""
+    from worker.logs import configure_logging, options_from_env
+
+    fmt, level, secrets = options_from_env()
+    configure_logging(fmt, level, service="cli", secrets=secrets)
 
 
 # ---- dev mode and simulator ------------------------------------------------------------------

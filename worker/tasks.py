@@ -15,16 +15,19 @@ from typing import Any
 
 import redis
 from celery import Task
-from celery.signals import worker_init, worker_process_init
+from celery.signals import setup_logging, worker_init, worker_process_init
 
 from worker import pipeline
 from worker.celery_app import QUEUE_FLUSH, QUEUE_INGEST, app
 from worker.events import ChangeEvent
 from worker.leadlex import shared_client
+from worker.logs import setup_celery_logging
 from worker.mapping import MappingError, load_mapping
 from worker.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("leadlex_sync.worker")
+# One log shape for Celery workers and beat (JSON in production, see worker/logs.py).
+setup_logging.connect(setup_celery_logging, weak=False)
 
 _runtime: pipeline.Runtime | None = None
 _runtime_pid: int | None = None

@@ -1,0 +1,38 @@
+"""Flower settings: `celery -A worker flower --conf=deploy/flowerconfig.py` (the Procfile's line).
+
+Flower (tornado) executes this file; every top-level name that is a Flower option is
+applied. Settings come from the environment (or `.env`):
+
+- FLOWER_BASIC_AUTH (`user:password`, comma-separated for several) is required: without
+  it Flower would be open to anyone who reaches the port, so this file stops start-up.
+  It is read from the environment rather than the command line, where `ps` would show it.
+- FLOWER_PORT (default 5555).
+- LOG_FORMAT / LOG_LEVEL: Flower's own lines use worker.logs' shape (service "flower").
+
+Flower's `/metrics` and `/healthcheck` answer without authentication: keep the port private.
+"""
+
+from __future__ import annotations
+
+import logging as _logging
+import sys as _sys
+
+from worker.logs import configure_logging as _configure_logging
+from worker.logs import merged_environ as _merged_environ
+from worker.logs import options_from_env as _options_from_env
+
+_env = _merged_environ()
+_auth = [p.strip() for p in _env.get("FLOWER_BASIC_AUTH", "").split(",") if p.strip()]
+if not _auth or not all(":" in p for p in _auth):
+    _sys.exit("leadlex-sync: FLOWER_BASIC_AUTH: missing or not user:password (Flower refuses)")
+
+basic_auth = _auth
+port = int(_env.get("FLOWER_PORT") or 5555)
+
+_fmt, _level, _secrets = _options_from_env(_env)
+# Tornado installed its own handler on the root logger before running this file.
+_logging.getLogger().handlers.clear()
+_configure_logging(_fmt, _level, service="flower", secrets=_secrets)
+# Tornado's `logging` option: it keeps the root level at LOG_LEVEL and, since the root now
+# has a handler, adds none of its own.
+logging = _level.lower()
