@@ -1,0 +1,93 @@
+"""Sync state in a real Redis: snapshots, staging order, commits, links, due leases."""
+
+from __future__ import annotations
+
+import redis
+
+from worker.state import State
+
+
+def test_snapshot_keeps_the_newest_value_per_field(redis_client: redis.Redis) -> None:
+    """An older change to a field does not replace a newer one; other fields still merge."""
+    st = State(redis_client)
+    st.merge_snapshot("hubspot:1:9", 300, {"jobtitle": "new", "company": "Acme"})
+    snap = st.merge_snapshot("hubspot:1:9", 100, {"jobtitle": "old", "email": "a@b.co"})
+    assert snap == {"jobtitle": ("new", 300), "company": ("Acme", 300), "email": ("a@b.co", 100)}
+
+
+def test_staging_refuses_values_older_than_staged_or_applied(redis_client: redis.Redis) -> None:
+    """Stage keeps the newest value per field and never goes below what was applied."""
+    st = State(redis_client)
+    origin = {"r": "hubspot:1:9"}
+    due, staged, stale = st.stage(
+        "c1", [("job_title", "t3", 3, origin)], due_at=10, fp="f3", seen_ttl=60
+    )
+    assert (due, staged, stale) == (True, 1, 0)
+    due, staged, stale = st.stage(
+        "c1", [("job_title", "t1", 1, origin)], due_at=11, fp="f1", seen_ttl=60
+    )
+    assert (due, staged, stale) == (False, 0, 1)
+    assert [s.value for s in st.read_stage("c1")] == ["t3"]
+    assert st.seen("f1")
+    assert st.seen("f3")
+    st.commit("c1", [(s, "f") for s in st.read_stage("c1")], updated_date="2026-01-01T00:00:00Z")
+    assert st.read_stage("c1") == []
+    assert st.due_count() == 0
+    _, staged, stale = st.stage(
+        "c1", [("job_title", "t2", 2, origin)], due_at=12, fp="f2", seen_ttl=60
+    )
+    assert (staged, stale) == (0, 1)
+    assert st.applied("c1")["job_title"] == ("t3", 3)
+
+
+def test_commit_keeps_a_value_restaged_during_the_flush(redis_client: redis.Redis) -> None:
+    """A newer value staged while a PATCH was in flight survives that PATCH's commit."""
+    st = State(redis_client)
+    st.stage("c2", [("phone", "+1", 1, {})], due_at=5, fp=None, seen_ttl=60)
+    sent = st.read_stage("c2")
+    st.stage("c2", [("phone", "+2", 2, {})], due_at=6, fp=None, seen_ttl=60)
+    remaining = st.commit("c2", [(s, "f") for s in sent], next_due=7)
+    assert remaining == 1
+    assert [s.value for s in st.read_stage("c2")] == ["+2"]
+    assert st.applied("c2")["phone"] == ("+1", 1)
+    assert st.due_count() == 1
+
+
+def test_notes_commit_records_the_crm_text_per_record(redis_client: redis.Redis) -> None:
+    """Committing a staged notes entry records that record's CRM text as appended."""
+    st = State(redis_client)
+    st.stage("c3", [("notes|hubspot:1:9", "Met at ILTACON", 5, {})], due_at=1, fp=None, seen_ttl=60)
+    st.commit("c3", [(s, "n") for s in st.read_stage("c3")])
+    assert st.notes_appended("c3") == {"hubspot:1:9": "Met at ILTACON"}
+
+
+def test_links_exact_account_wins_over_any_account(redis_client: redis.Redis) -> None:
+    """A link for the record's own account wins; an empty-account link serves any account."""
+    st = State(redis_client)
+    st.set_links([("hubspot", "", "42", "any-acct"), ("hubspot", "777", "42", "exact")])
+    assert st.resolve_link("hubspot", "777", "42") == "exact"
+    assert st.resolve_link("hubspot", "888", "42") == "any-acct"
+    assert st.remove_links_to("exact") == ["hubspot:777:42"]
+    assert st.resolve_link("hubspot", "777", "42") == "any-acct"
+
+
+def test_claim_due_serves_oldest_first_and_respects_leases(redis_client: redis.Redis) -> None:
+    """The pump claims due contacts oldest first, skipping leased ones, up to the limit."""
+    st = State(redis_client)
+    for name, due in (("late", 30.0), ("early", 10.0), ("mid", 20.0), ("future", 99.0)):
+        st.stage(name, [("email", "a@b.co", 1, {})], due_at=due, fp=None, seen_ttl=60)
+    st.lease("mid", 60)
+    assert st.claim_due(now=50, lease_seconds=60, limit=5) == ["early", "late"]
+    assert st.claim_due(now=50, lease_seconds=60, limit=5) == []
+
+
+def test_lock_is_exclusive_and_only_the_owner_unlocks(redis_client: redis.Redis) -> None:
+    """One flush at a time per contact; a stale token cannot release another's lock."""
+    st = State(redis_client)
+    token = st.lock("c4", 5)
+    assert token is not None
+    assert st.lock("c4", 5) is None
+    st.unlock("c4", "not-the-token")
+    assert st.lock("c4", 5) is None
+    st.unlock("c4", token)
+    assert st.lock("c4", 5) is not None
