@@ -38,7 +38,7 @@ app.conf.update(
         "visibility_timeout": visibility_timeout(),
         # Fail fast when Redis is down: the receiver must answer 503 within the CRM's timeout.
         "socket_connect_timeout": 2,
-        "socket_timeout": 5,
+        "socket_timeout": 2,
         "max_retries": 1,
         # Messages of a worker that died are put back after the visibility timeout; sweep
         # for them often enough that recovery takes about that long, not minutes more.

@@ -1,0 +1,337 @@
+"""Receiver throughput and latency under gunicorn, against a bare WSGI app as the yardstick.
+
+    .venv/bin/python bench/receiver.py --redis-url redis://127.0.0.1:6379/12
+
+Starts gunicorn on 127.0.0.1 (same settings for both apps: `--workers`, gthread with
+`--threads`, keep-alive), drives it from this process with a small non-blocking
+raw-socket load generator (`--connections` keep-alive connections, bounded by
+`--seconds` per phase), and prints one JSON object:
+
+- hello: requests/s of a bare WSGI "hello" app given the same single-event POST;
+- singles: requests/s (= events/s) of signed one-event HubSpot batches;
+- batches: requests/s and events/s of signed 100-event HubSpot batches;
+- latency: p50/p99 of single-event requests at a fixed rate of half the measured max;
+- ratio: singles requests/s / hello requests/s.
+
+Targets: ratio >= 0.5, >= 5,000 events/s in batches, p99 < 25 ms at half max.
+Traffic goes to 127.0.0.1 only. The Redis database must be empty at the start (the
+receiver enqueues real Celery messages there); it is flushed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"  # the only address this script ever sends to
+SECRET = "bench-client-secret-0000"
+
+
+def hello_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """The yardstick: a bare WSGI app that answers without reading the body."""
+    body = b'{"status":"ok"}'
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "15")])
+    return [body]
+
+
+# ---- requests -------------------------------------------------------------------------------
+def hubspot_requests(port: int, events_per_request: int, count: int) -> list[bytes]:
+    """`count` distinct signed HubSpot requests (raw HTTP/1.1, keep-alive)."""
+    sys.path.insert(0, str(ROOT))
+    from webhook_app.signatures import hubspot_v3
+
+    path = "/webhooks/hubspot"
+    out = []
+    for n in range(count):
+        events = [
+            {
+                "eventId": n * 1000 + i,
+                "subscriptionId": 2101,
+                "portalId": 7070707,
+                "appId": 909090,
+                "occurredAt": 1760000000000 + n * 1000 + i,
+                "subscriptionType": "contact.propertyChange",
+                "attemptNumber": 0,
+                "objectId": 50_000 + (n * 7 + i) % 5000,
+                "propertyName": "jobtitle",
+                "propertyValue": f"Title {n}-{i}",
+                "changeSource": "CRM_UI",
+            }
+            for i in range(events_per_request)
+        ]
+        body = json.dumps(events, separators=(",", ":")).encode()
+        stamp = str(int(time.time() * 1000))
+        signature = hubspot_v3(SECRET, "POST", f"http://{HOST}:{port}{path}", body, stamp)
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            f"X-HubSpot-Signature-v3: {signature}\r\n"
+            f"X-HubSpot-Request-Timestamp: {stamp}\r\n\r\n"
+        )
+        out.append(head.encode() + body)
+    return out
+
+
+# ---- load generator -------------------------------------------------------------------------
+@dataclass
+class _Conn:
+    sock: socket.socket
+    buffer: bytearray = field(default_factory=bytearray)
+    sent_at: float = 0.0
+    busy: bool = False
+    next_at: float = 0.0
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    seconds: float
+    statuses: dict[int, int]
+    latencies_ms: list[float]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection((HOST, port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _complete(buffer: bytearray) -> tuple[int, int] | None:
+    """(status, length of the whole response) once a response is fully in `buffer`."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buffer[:end]).split(b"\r\n")
+    status = int(head[0].split()[1])
+    length = 0
+    for line in head[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    total = end + 4 + length
+    return (status, total) if len(buffer) >= total else None
+
+
+def run_load(
+    port: int,
+    requests: list[bytes],
+    *,
+    connections: int,
+    seconds: float,
+    rate: float | None = None,
+) -> LoadResult:
+    """Keep `connections` keep-alive connections busy (or paced to `rate` req/s in total)."""
+    selector = selectors.DefaultSelector()
+    conns = [_Conn(_connect(port)) for _ in range(connections)]
+    interval = connections / rate if rate else 0.0
+    start = time.perf_counter()
+    for i, conn in enumerate(conns):
+        selector.register(conn.sock, selectors.EVENT_READ, conn)
+        conn.next_at = start + (i * interval / connections if rate else 0.0)
+    deadline = start + seconds
+    statuses: dict[int, int] = {}
+    latencies: list[float] = []
+    done = 0
+    sent = 0
+    while True:
+        now = time.perf_counter()
+        if now >= deadline and not any(c.busy for c in conns):
+            break
+        if now >= deadline + 10:
+            break  # give up on stuck responses
+        for conn in conns:
+            if not conn.busy and now < deadline and now >= conn.next_at:
+                conn.sock.sendall(requests[sent % len(requests)])
+                sent += 1
+                conn.sent_at = time.perf_counter()
+                conn.busy = True
+        wait = 0.0005 if rate else 0.05
+        for key, _mask in selector.select(timeout=wait):
+            conn = key.data
+            data = conn.sock.recv(262_144)
+            if not data:  # the server closed the connection: reconnect
+                selector.unregister(conn.sock)
+                conn.sock.close()
+                conn.sock = _connect(port)
+                conn.buffer.clear()
+                conn.busy = False
+                selector.register(conn.sock, selectors.EVENT_READ, conn)
+                continue
+            conn.buffer += data
+            parsed = _complete(conn.buffer)
+            if parsed is None:
+                continue
+            status, total = parsed
+            finished = time.perf_counter()
+            del conn.buffer[:total]
+            statuses[status] = statuses.get(status, 0) + 1
+            latencies.append((finished - conn.sent_at) * 1000)
+            done += 1
+            conn.busy = False
+            conn.next_at = conn.next_at + interval if rate else finished
+    elapsed = min(time.perf_counter(), deadline) - start
+    for conn in conns:
+        conn.sock.close()
+    selector.close()
+    return LoadResult(done, elapsed, statuses, latencies)
+
+
+# ---- gunicorn -------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def gunicorn(
+    target: str, args: argparse.Namespace, env: dict[str, str], port: int
+) -> Iterator[int]:
+    """Run `target` under gunicorn on 127.0.0.1:`port` until the block ends."""
+    argv = [
+        str(Path(sys.executable).parent / "gunicorn"),
+        "--bind", f"{HOST}:{port}",
+        "--workers", str(args.workers),
+        "--worker-class", "gthread",
+        "--threads", str(args.threads),
+        "--keep-alive", "5",
+        "--log-level", "warning",
+        "--chdir", str(ROOT),
+        target,
+    ]  # fmt: skip
+    process = subprocess.Popen(argv, env={**os.environ, **env}, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection((HOST, port), timeout=0.5) as sock:
+                    sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+                    if sock.recv(64).startswith(b"HTTP/1.1"):
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn {target} did not start")
+            time.sleep(0.1)
+        time.sleep(0.5)  # let every worker boot
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per phase")
+    args = parser.parse_args(argv)
+
+    import redis
+
+    client = redis.Redis.from_url(args.redis_url)
+    if client.dbsize():
+        print(f"refusing: {args.redis_url} is not empty (pick an unused db)", file=sys.stderr)
+        return 2
+
+    result: dict[str, Any] = {
+        "gunicorn": {"workers": args.workers, "worker_class": "gthread", "threads": args.threads},
+        "connections": args.connections,
+        "seconds_per_phase": args.seconds,
+    }
+    load: dict[str, Any] = {"connections": args.connections, "seconds": args.seconds}
+    try:
+        port = _free_port()
+        env = {
+            "REDIS_URL": args.redis_url,
+            "HUBSPOT_CLIENT_SECRET": SECRET,
+            "PUBLIC_BASE_URL": f"http://{HOST}:{port}",
+        }
+        singles_req = hubspot_requests(port, 1, 200)
+        batch_req = hubspot_requests(port, 100, 20)
+
+        with gunicorn("bench.receiver:hello_app", args, env, port):
+            run_load(port, singles_req, connections=args.connections, seconds=1)  # warm-up
+            hello = run_load(port, singles_req, **load)
+
+        with gunicorn("webhook_app:create_app()", args, env, port):
+            run_load(port, singles_req, connections=args.connections, seconds=1)  # warm-up
+            singles = run_load(port, singles_req, **load)
+            client.delete("ingest")
+            batches = run_load(port, batch_req, **load)
+            client.delete("ingest")
+            half = singles.rps / 2
+            paced = run_load(port, singles_req, **load, rate=half)
+            client.delete("ingest")
+
+        result.update(
+            {
+                "hello": {"requests_per_s": round(hello.rps), "statuses": hello.statuses},
+                "singles": {
+                    "requests_per_s": round(singles.rps),
+                    "events_per_s": round(singles.rps),
+                    "p50_ms": round(singles.percentile(50), 2),
+                    "p99_ms": round(singles.percentile(99), 2),
+                    "statuses": singles.statuses,
+                },
+                "batches": {
+                    "requests_per_s": round(batches.rps),
+                    "events_per_s": round(batches.rps * 100),
+                    "p50_ms": round(batches.percentile(50), 2),
+                    "p99_ms": round(batches.percentile(99), 2),
+                    "statuses": batches.statuses,
+                },
+                "latency_at_half_max": {
+                    "target_rate": round(half),
+                    "achieved_rate": round(paced.rps),
+                    "p50_ms": round(paced.percentile(50), 2),
+                    "p99_ms": round(paced.percentile(99), 2),
+                    "statuses": paced.statuses,
+                },
+                "ratio_singles_to_hello": round(singles.rps / hello.rps, 3) if hello.rps else None,
+            }
+        )
+        result["targets_met"] = {
+            "ratio>=0.5": (result["ratio_singles_to_hello"] or 0) >= 0.5,
+            "batch_events_per_s>=5000": batches.rps * 100 >= 5000,
+            "p99_at_half_max<25ms": paced.percentile(99) < 25,
+        }
+    finally:
+        client.flushdb()
+        client.close()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Tests of the webhook receiver (webhook_app), against a real Redis."""

@@ -1,0 +1,116 @@
+"""Liveness, readiness and Prometheus metrics.
+
+- `GET /healthz`: 200 {"status": "ok"} while the process serves requests.
+- `GET /readyz`: runs every readiness check registered in
+  `app.extensions[READINESS_CHECKS]` (a list of callables returning a `Check`); 200 when
+  all pass, else 503; the body lists each check. Built in: `redis` (PING) and `settings`
+  (at least one source configured). More can be added with `add_readiness_check`.
+- `GET /metrics`: the shared Redis-held counters (worker.metrics.RedisCollector) as
+  Prometheus text, from a fresh registry per scrape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+from flask import Blueprint, Flask, Response, current_app, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from webhook_app.errors import unavailable
+from webhook_app.intake import current_receiver
+from worker.metrics import RedisCollector
+
+READINESS_CHECKS = "leadlex_sync.readiness"
+
+blueprint = Blueprint("health", __name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """The result of one readiness check; `detail` must not contain secrets."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+ReadinessCheck = Callable[[], Check]
+
+
+def add_readiness_check(app: Flask, check: ReadinessCheck) -> None:
+    """Register one more check for `/readyz` (e.g. the LeadLex circuit)."""
+    app.extensions.setdefault(READINESS_CHECKS, []).append(check)
+
+
+def redis_check() -> Check:
+    try:
+        current_receiver().redis.ping()
+    except redis.RedisError as exc:
+        return Check("redis", False, f"PING failed: {type(exc).__name__}")
+    return Check("redis", True, "PING ok")
+
+
+def settings_check() -> Check:
+    settings = current_receiver().settings
+    sources = [
+        name
+        for name, configured in (
+            ("hubspot", settings.hubspot_client_secret is not None),
+            ("salesforce", bool(settings.salesforce_org_ids)),
+            ("generic", settings.generic_webhook_secret is not None),
+        )
+        if configured
+    ]
+    if not sources:
+        return Check(
+            "settings",
+            False,
+            "no source configured: set HUBSPOT_CLIENT_SECRET, SALESFORCE_ORG_IDS "
+            "or GENERIC_WEBHOOK_SECRET",
+        )
+    return Check("settings", True, "sources: " + ", ".join(sources))
+
+
+def _run(check: ReadinessCheck) -> Check:
+    try:
+        return check()
+    except Exception as exc:  # noqa: BLE001 - a failing check reports "not ready", not a 500
+        return Check(getattr(check, "__name__", "check"), False, type(exc).__name__)
+
+
+@blueprint.get("/healthz")
+def healthz() -> Response:
+    """The process is up."""
+    return jsonify({"status": "ok"})
+
+
+@blueprint.get("/readyz")
+def readyz() -> Response:
+    """Every readiness check passes (200) or not (503); the body lists each one."""
+    results = [_run(check) for check in current_app.extensions.get(READINESS_CHECKS, [])]
+    ready = all(r.ok for r in results)
+    response = jsonify(
+        {
+            "status": "ready" if ready else "not_ready",
+            "checks": {r.name: {"ok": r.ok, "detail": r.detail} for r in results},
+        }
+    )
+    response.status_code = 200 if ready else 503
+    return response
+
+
+@blueprint.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text exposition of the shared counters."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RedisCollector(current_receiver().redis))
+    try:
+        text = generate_latest(registry)
+    except redis.RedisError:
+        raise unavailable("metrics_unavailable", "Redis did not answer; retry") from None
+    return Response(text, status=200, content_type=CONTENT_TYPE_LATEST)
+
+
+__all__ = ["Check", "ReadinessCheck", "add_readiness_check", "blueprint"]
