@@ -16,7 +16,12 @@ from redis.retry import Retry
 
 from webhook_app.enqueue import Enqueuer
 from webhook_app.errors import register_error_handlers
-from webhook_app.health import add_readiness_check, redis_check, settings_check
+from webhook_app.health import (
+    add_readiness_check,
+    circuit_check,
+    redis_check,
+    settings_check,
+)
 from webhook_app.health import blueprint as health_blueprint
 from webhook_app.intake import EXTENSION, Receiver
 from webhook_app.signatures import whsec_key
@@ -74,6 +79,7 @@ def create_app(
     )
     add_readiness_check(app, redis_check)
     add_readiness_check(app, settings_check)
+    add_readiness_check(app, circuit_check)
 
     for blueprint in (*BLUEPRINTS, health_blueprint):
         app.register_blueprint(blueprint)

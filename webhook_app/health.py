@@ -21,6 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from webhook_app.errors import unavailable
 from webhook_app.intake import current_receiver
 from worker.metrics import RedisCollector
+from worker.ratelimit import Budget, Circuit
+from worker.state import State
 
 READINESS_CHECKS = "leadlex_sync.readiness"
 
@@ -73,6 +75,33 @@ def settings_check() -> Check:
     return Check("settings", True, "sources: " + ", ".join(sources))
 
 
+def circuit_check() -> Check:
+    """Not ready while LeadLex refused our key (401/403): delivery is stopped."""
+    state = Circuit(current_receiver().redis).state()
+    if state.open:
+        return Check("leadlex_circuit", False, f"open: {state.reason}; fix LEADLEX_API_KEY")
+    return Check("leadlex_circuit", True, "closed")
+
+
+def live_gauges() -> list[tuple[str, str, float]]:
+    """Gauges read from the shared state at scrape time: budget, backlog, circuit."""
+    receiver = current_receiver()
+    settings = receiver.settings
+    budget = Budget(receiver.redis, settings.rate_per_minute, settings.daily_limit).status()
+    state = State(receiver.redis)
+    return [
+        ("budget_daily_remaining", "LeadLex calls left today", float(budget.daily_remaining)),
+        ("budget_reset_timestamp_seconds", "When the daily budget resets", budget.reset_at),
+        ("budget_paused_until_timestamp_seconds", "All workers paused until", budget.paused_until),
+        ("backlog_contacts", "Contacts with staged changes waiting", float(state.due_count())),
+        (
+            "circuit_open",
+            "1 while LeadLex refuses our key",
+            float(Circuit(receiver.redis).is_open()),
+        ),
+    ]
+
+
 def _run(check: ReadinessCheck) -> Check:
     try:
         return check()
@@ -105,7 +134,7 @@ def readyz() -> Response:
 def metrics() -> Response:
     """Prometheus text exposition of the shared counters."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RedisCollector(current_receiver().redis))
+    registry.register(RedisCollector(current_receiver().redis, gauges=live_gauges))
     try:
         text = generate_latest(registry)
     except redis.RedisError:

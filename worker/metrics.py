@@ -99,6 +99,11 @@ class Metrics:
         raw = self.redis.hgetall(COUNTERS_KEY)
         return {tuple(json.loads(k)): int(v) for k, v in raw.items()}
 
+    @staticmethod
+    def field(name: str, **labels: Any) -> str:
+        """The hash field of counter `name` with `labels` (for callers that HINCRBY in Lua)."""
+        return _label_key(name, labels, COUNTERS[name][1])
+
     def value(self, name: str, **labels: Any) -> int:
         """One counter's current value (0 when never incremented)."""
         raw = self.redis.hget(COUNTERS_KEY, _label_key(name, labels, COUNTERS[name][1]))

@@ -29,13 +29,14 @@ exit right after LeadLex's answer, before local state is committed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -97,7 +98,40 @@ class Runtime:
 
     @property
     def client(self) -> LeadLexClient:
-        return self.client_factory()
+        return cast(LeadLexClient, _CountedClient(self.client_factory(), self.metrics))
+
+
+class _CountedClient:
+    """Counts every LeadLex call by method and status in the shared metrics."""
+
+    METHODS = {
+        "update_contact": "PATCH",
+        "get_contact": "GET",
+        "search_contacts": "GET",
+        "create_contact": "POST",
+    }
+
+    def __init__(self, client: LeadLexClient, metrics: Metrics) -> None:
+        self._client = client
+        self._metrics = metrics
+
+    def __getattr__(self, name: str) -> Any:
+        fn = getattr(self._client, name)
+        method = self.METHODS.get(name)
+        if method is None:
+            return fn
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                resp = fn(*args, **kwargs)
+            except LeadLexError as err:
+                status = str(err.status) if err.status else "no_answer"
+                self._metrics.incr("leadlex_calls", method=method, status=status)
+                raise
+            self._metrics.incr("leadlex_calls", method=method, status=str(resp.status))
+            return resp
+
+        return call
 
 
 # ======================================================================================
@@ -106,11 +140,15 @@ class Runtime:
 def ingest(rt: Runtime, event: ChangeEvent) -> str:
     """Take one event into the sync state; returns the outcome (for logs and tests)."""
     st = rt.state
-    if st.seen(event.fingerprint):
+    record = event.record_key
+    with_values = event.kind in ("update", "create") and bool(event.changes)
+    seen, gone, link, snapshot = st.prelude(
+        event.fingerprint, record, event.occurred_at_ms, event.changes if with_values else None
+    )
+    if seen:
         rt.metrics.incr("events_deduped", source=event.source)
         return "duplicate"
     ttl = rt.settings.dedupe_ttl_seconds
-    record = event.record_key
 
     if event.kind in ("delete", "privacy_delete"):
         if rt.settings.deletion_policy == "unlink":
@@ -127,16 +165,14 @@ def ingest(rt: Runtime, event: ChangeEvent) -> str:
         st.unmark_gone(record)
         st.mark_seen(event.fingerprint, ttl)
         return "restored"
-    if event.kind == "association" or not event.changes:
+    if not with_values:
         st.mark_seen(event.fingerprint, ttl)
         rt.metrics.incr("events_ignored", source=event.source, kind=event.kind)
         return "ignored"
-    gone = st.gone_since(record)
     if gone is not None and gone >= event.occurred_at_ms:
         st.mark_seen(event.fingerprint, ttl)
         return "gone"
 
-    snapshot = st.merge_snapshot(record, event.occurred_at_ms, event.changes)
     current = [
         name
         for name in event.changes
@@ -145,7 +181,7 @@ def ingest(rt: Runtime, event: ChangeEvent) -> str:
     stale = len(event.changes) - len(current)
     result = map_record(rt.mapping, event.source, event.object_type, snapshot, current)
 
-    contact = _resolve(rt, event, result.leadlex_id, result.email)
+    contact = link or _resolve(rt, event, result.leadlex_id, result.email)
     if contact is None:
         st.park_unlinked(event.source, event.object_id, event.fingerprint, event.to_dict())
         rt.metrics.incr("events_parked", reason="unlinked")
@@ -182,20 +218,29 @@ def ingest(rt: Runtime, event: ChangeEvent) -> str:
         rows.append((NOTES_PREFIX + record, result.notes.value, result.notes.ts_ms, origin))
 
     now = rt.clock()
-    newly_due, staged, stale_fields = st.stage(
-        contact, rows, due_at=now + rt.settings.coalesce_seconds, fp=event.fingerprint, seen_ttl=ttl
+    newly_due, staged, _stale = st.stage(
+        contact,
+        rows,
+        due_at=now + rt.settings.coalesce_seconds,
+        fp=event.fingerprint,
+        seen_ttl=ttl,
+        unpark=(event.source, event.object_id),
+        lease_seconds=rt.settings.coalesce_seconds + rt.lease_seconds,
+        counters=_counter_fields(event.source),
+        extra_stale=stale,
     )
-    st.unpark(event.source, event.object_id, event.fingerprint)
-    pipe = rt.redis.pipeline(transaction=False)
-    rt.metrics.incr("fields_staged", staged, pipe=pipe, source=event.source)
-    rt.metrics.incr("fields_stale", stale + stale_fields, pipe=pipe, source=event.source)
-    if not newly_due and staged:
-        rt.metrics.incr("events_coalesced", pipe=pipe)
-    pipe.execute()
     if newly_due:
-        st.lease(contact, rt.settings.coalesce_seconds + rt.lease_seconds)
         rt.dispatch_flush(contact, rt.settings.coalesce_seconds)
     return "staged" if staged else "stale"
+
+
+@functools.cache
+def _counter_fields(source: str) -> tuple[str, str, str]:
+    return (
+        Metrics.field("fields_staged", source=source),
+        Metrics.field("fields_stale", source=source),
+        Metrics.field("events_coalesced"),
+    )
 
 
 def _replay_event(event: ChangeEvent, changes: dict[str, str | None]) -> dict[str, Any]:

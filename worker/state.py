@@ -38,6 +38,8 @@ from typing import Any
 
 import redis
 
+from worker.metrics import COUNTERS_KEY
+
 P = "lls:"
 DUE = f"{P}due"
 LINKS = f"{P}links"
@@ -97,32 +99,41 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-# Merge CRM values into a record snapshot, newest value per field wins (ties: the
-# incoming value, so a redelivered event re-applies idempotently).
-# KEYS[1] snapshot; ARGV: ts_ms, then field, value-json pairs. Returns the whole hash.
-_MERGE_SNAPSHOT = """
-local ts = tonumber(ARGV[1])
-for i = 2, #ARGV, 2 do
-  local cur = redis.call('HGET', KEYS[1], ARGV[i])
-  local take = true
-  if cur then
-    local old = cjson.decode(cur)
-    if tonumber(old[2]) > ts then take = false end
-  end
-  if take then
-    redis.call('HSET', KEYS[1], ARGV[i], cjson.encode({cjson.decode(ARGV[i + 1]), ts}))
+# The first step of ingest in one round trip: dedupe check, deletion mark, link, and (for
+# events with values) the snapshot merge. KEYS: seen, gone, links, snapshot
+# ARGV: record field, any-account field, merge (0/1), ts_ms, then field, value-json pairs.
+# Returns {1} when seen, else {0, gone or false, link or false, snapshot...}.
+_PRELUDE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {1} end
+local gone = redis.call('HGET', KEYS[2], ARGV[1])
+local link = redis.call('HGET', KEYS[3], ARGV[1])
+if not link then link = redis.call('HGET', KEYS[3], ARGV[2]) end
+local ts = tonumber(ARGV[4])
+if ARGV[3] == '1' and ((not gone) or tonumber(gone) < ts) then
+  for i = 5, #ARGV, 2 do
+    local cur = redis.call('HGET', KEYS[4], ARGV[i])
+    if (not cur) or tonumber(cjson.decode(cur)[2]) <= ts then
+      redis.call('HSET', KEYS[4], ARGV[i], cjson.encode({cjson.decode(ARGV[i + 1]), ts}))
+    end
   end
 end
-return redis.call('HGETALL', KEYS[1])
+local out = {0, gone or false, link or false}
+if ARGV[3] == '1' then
+  local snap = redis.call('HGETALL', KEYS[4])
+  for i = 1, #snap do out[#out + 1] = snap[i] end
+end
+return out
 """
 
-# Stage LeadLex field values for a contact, never older than what was applied or staged,
-# and mark the event seen in the same step.
-# KEYS: stage, applied, due, seen   ARGV: due_at, seen_ttl, then field, value, ts, origin.
+# Stage LeadLex field values for a contact, never older than what was applied or staged;
+# in the same step mark the event seen, unpark it, lease a newly due contact and count.
+# KEYS: stage, applied, due, seen ('' = none), unlinked, counters, lease
+# ARGV: due_at, seen_ttl, fp, lease_ms, staged-counter, stale-counter, coalesced-counter
+#       ('' = not counted), extra stale, then field, value, ts, origin (4 per field).
 # Returns {newly_due (0/1), staged count, stale count}.
 _STAGE = """
 local staged, stale = 0, 0
-for i = 3, #ARGV, 4 do
+for i = 9, #ARGV, 4 do
   local f, v, ts, origin = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   local newer = true
   local a = redis.call('HGET', KEYS[2], f)
@@ -141,6 +152,14 @@ if redis.call('HLEN', KEYS[1]) > 0 then
   added = redis.call('ZADD', KEYS[3], 'NX', ARGV[1], KEYS[1]:sub(11))
 end
 if KEYS[4] ~= '' then redis.call('SET', KEYS[4], '1', 'EX', ARGV[2]) end
+redis.call('HDEL', KEYS[5], ARGV[3])
+if added == 1 then redis.call('SET', KEYS[7], '1', 'PX', ARGV[4]) end
+if ARGV[5] ~= '' then
+  if staged > 0 then redis.call('HINCRBY', KEYS[6], ARGV[5], staged) end
+  local all_stale = stale + tonumber(ARGV[8])
+  if all_stale > 0 then redis.call('HINCRBY', KEYS[6], ARGV[6], all_stale) end
+  if added == 0 and staged > 0 then redis.call('HINCRBY', KEYS[6], ARGV[7], 1) end
+end
 return {added, staged, stale}
 """
 
@@ -212,7 +231,7 @@ class State:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._merge = client.register_script(_MERGE_SNAPSHOT)
+        self._prelude = client.register_script(_PRELUDE)
         self._stage = client.register_script(_STAGE)
         self._commit = client.register_script(_COMMIT)
         self._unlock = client.register_script(_UNLOCK)
@@ -225,21 +244,34 @@ class State:
     def mark_seen(self, fp: str, ttl: int) -> None:
         self.redis.set(seen_key(fp), "1", ex=ttl)
 
-    # ---- snapshots ------------------------------------------------------------------------
-    def merge_snapshot(
-        self, record_key: str, ts_ms: int, changes: Mapping[str, str | None]
-    ) -> dict[str, tuple[str | None, int]]:
-        """Merge `changes` at `ts_ms` (newest per field wins); return the merged snapshot."""
-        argv: list[Any] = [ts_ms]
-        for name, value in changes.items():
-            argv += [name, json.dumps(value)]
-        flat = self._merge(keys=[snap_key(record_key)], args=argv)
-        out: dict[str, tuple[str | None, int]] = {}
-        for i in range(0, len(flat), 2):
-            value, ts = json.loads(flat[i + 1])
-            out[_s(flat[i])] = (value, int(ts))
-        return out
+    def prelude(
+        self, fp: str, record_key: str, ts_ms: int, changes: Mapping[str, str | None] | None
+    ) -> tuple[bool, int | None, str | None, dict[str, tuple[str | None, int]]]:
+        """(seen, deleted-at, linked LeadLex id, merged snapshot) in one round trip.
 
+        `changes` None: no merge (events without values); the snapshot is then empty."""
+        source, _account, object_id = record_key.split(":", 2)
+        argv: list[Any] = [
+            record_key,
+            link_field(source, "", object_id),
+            "1" if changes is not None else "0",
+            ts_ms,
+        ]
+        for name, value in (changes or {}).items():
+            argv += [name, json.dumps(value)]
+        keys = [seen_key(fp), GONE, LINKS, snap_key(record_key)]
+        reply = self._prelude(keys=keys, args=argv)
+        if int(reply[0]) == 1:
+            return True, None, None, {}
+        gone = int(reply[1]) if reply[1] else None
+        link = _s(reply[2]) if reply[2] else None
+        snap: dict[str, tuple[str | None, int]] = {}
+        for i in range(3, len(reply), 2):
+            value, ts = json.loads(reply[i + 1])
+            snap[_s(reply[i])] = (value, int(ts))
+        return False, gone, link, snap
+
+    # ---- snapshots ------------------------------------------------------------------------
     def snapshot(self, record_key: str) -> dict[str, tuple[str | None, int]]:
         raw = self.redis.hgetall(snap_key(record_key))
         return {_s(k): (json.loads(v)[0], int(json.loads(v)[1])) for k, v in raw.items()}
@@ -319,8 +351,8 @@ class State:
         raw = self.redis.hvals(unlinked_key(source, object_id))
         return [json.loads(v) for v in raw]
 
-    def unpark(self, source: str, object_id: str, fp: str) -> None:
-        self.redis.hdel(unlinked_key(source, object_id), fp)
+    def unpark(self, source: str, object_id: str, fp: str, *, pipe: Any = None) -> None:
+        (pipe if pipe is not None else self.redis).hdel(unlinked_key(source, object_id), fp)
 
     def count_unlinked(self) -> int:
         return sum(1 for _ in self.redis.scan_iter(match=f"{P}unlinked:*", count=1000))
@@ -334,14 +366,36 @@ class State:
         due_at: float,
         fp: str | None,
         seen_ttl: int,
+        unpark: tuple[str, str] = ("", ""),
+        lease_seconds: float = 60.0,
+        counters: tuple[str, str, str] = ("", "", ""),
+        extra_stale: int = 0,
     ) -> tuple[bool, int, int]:
-        """Stage (field, value, ts_ms, origin) for `contact` and mark `fp` seen, atomically.
+        """Stage (field, value, ts_ms, origin) for `contact` atomically, and in the same step
+        mark `fp` seen, drop it from the record's parked events (`unpark` = (source,
+        object_id)), lease the contact if it became due, and count staged / stale /
+        coalesced in the shared metrics (`counters` = their metric field names).
 
         Returns (newly_due, staged, stale)."""
-        argv: list[Any] = [f"{due_at:.3f}", seen_ttl]
+        argv: list[Any] = [
+            f"{due_at:.3f}",
+            seen_ttl,
+            fp or "",
+            max(1, int(lease_seconds * 1000)),
+            *counters,
+            extra_stale,
+        ]
         for field, value, ts, origin in fields:
             argv += [field, value, ts, json.dumps(origin, separators=(",", ":"))]
-        keys = [stage_key(contact), applied_key(contact), DUE, seen_key(fp) if fp else ""]
+        keys = [
+            stage_key(contact),
+            applied_key(contact),
+            DUE,
+            seen_key(fp) if fp else "",
+            unlinked_key(*unpark) if unpark[0] else f"{P}unlinked:none",
+            COUNTERS_KEY,
+            lease_key(contact),
+        ]
         added, staged, stale = self._stage(keys=keys, args=argv)
         return bool(added), int(staged), int(stale)
 

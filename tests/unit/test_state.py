@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import redis
 
 from worker.state import State
@@ -10,9 +12,24 @@ from worker.state import State
 def test_snapshot_keeps_the_newest_value_per_field(redis_client: redis.Redis) -> None:
     """An older change to a field does not replace a newer one; other fields still merge."""
     st = State(redis_client)
-    st.merge_snapshot("hubspot:1:9", 300, {"jobtitle": "new", "company": "Acme"})
-    snap = st.merge_snapshot("hubspot:1:9", 100, {"jobtitle": "old", "email": "a@b.co"})
+    st.prelude("fp1", "hubspot:1:9", 300, {"jobtitle": "new", "company": "Acme"})
+    seen, gone, link, snap = st.prelude(
+        "fp2", "hubspot:1:9", 100, {"jobtitle": "old", "email": "a@b.co"}
+    )
+    assert (seen, gone, link) == (False, None, None)
     assert snap == {"jobtitle": ("new", 300), "company": ("Acme", 300), "email": ("a@b.co", 100)}
+
+
+def test_prelude_reports_seen_deleted_and_linked_records(redis_client: redis.Redis) -> None:
+    """One round trip tells whether an event was seen, its record deleted, and its link."""
+    st = State(redis_client)
+    st.set_links([("hubspot", "", "9", "contact-9")])
+    st.mark_gone("hubspot:1:9", 500)
+    seen, gone, link, snap = st.prelude("fp3", "hubspot:1:9", 400, {"email": "x@y.co"})
+    assert (seen, gone, link) == (False, 500, "contact-9")
+    assert snap == {}  # a deleted record's older change is not merged
+    st.mark_seen("fp3", 60)
+    assert st.prelude("fp3", "hubspot:1:9", 400, {"email": "x@y.co"})[0] is True
 
 
 def test_staging_refuses_values_older_than_staged_or_applied(redis_client: redis.Redis) -> None:
@@ -75,7 +92,16 @@ def test_claim_due_serves_oldest_first_and_respects_leases(redis_client: redis.R
     """The pump claims due contacts oldest first, skipping leased ones, up to the limit."""
     st = State(redis_client)
     for name, due in (("late", 30.0), ("early", 10.0), ("mid", 20.0), ("future", 99.0)):
-        st.stage(name, [("email", "a@b.co", 1, {})], due_at=due, fp=None, seen_ttl=60)
+        # a newly due contact is leased by staging itself; keep that lease short here
+        st.stage(
+            name,
+            [("email", "a@b.co", 1, {})],
+            due_at=due,
+            fp=None,
+            seen_ttl=60,
+            lease_seconds=0.001,
+        )
+    time.sleep(0.01)
     st.lease("mid", 60)
     assert st.claim_due(now=50, lease_seconds=60, limit=5) == ["early", "late"]
     assert st.claim_due(now=50, lease_seconds=60, limit=5) == []
