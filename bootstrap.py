@@ -41,7 +41,9 @@ def install() -> None:
     py = str(BIN / "python")
     for argv in (
         [py, "-m", "pip", "install", "-q", "--upgrade", "pip"],
-        [py, "-m", "pip", "install", "-q", "-e", ".[test]"],
+        # compat mode: a plain .pth entry, so Flask can find package paths from any cwd
+        [py, "-m", "pip", "install", "-q", "-e", ".[test]",
+         "--config-settings", "editable_mode=compat"],
     ):
         if _run(argv) != 0:
             sys.exit("install failed")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import time
 from collections.abc import Iterable
@@ -51,7 +52,8 @@ class DropConnection:
 
 def create_app(state: SandboxState) -> Flask:
     """A Flask app serving the simulated LeadLex API and the control endpoints."""
-    app = Flask("leadlex_sandbox")
+    # An explicit root path: editable installs import through a hook Flask cannot ask.
+    app = Flask("leadlex_sandbox", root_path=os.path.dirname(os.path.abspath(__file__)))
     app.json.sort_keys = False  # type: ignore[attr-defined]
     gateway = Gateway(state)
 

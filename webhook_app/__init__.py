@@ -6,6 +6,7 @@ ever; imports flow webhook_app -> worker only.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -63,7 +64,8 @@ def create_app(
     """Build the receiver app; `settings` default to the environment (LeadLex key not needed)."""
     if settings is None:
         settings = load_settings(require_leadlex=False)
-    app = Flask(__name__)
+    # An explicit root path: editable installs import through a hook Flask cannot ask.
+    app = Flask(__name__, root_path=os.path.dirname(os.path.abspath(__file__)))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
 
     # The broker is the configured Redis (the Enqueuer also publishes there explicitly).

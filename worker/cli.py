@@ -144,7 +144,7 @@ _SF_ENVELOPE = """<?xml version="1.0" encoding="UTF-8"?>
 
 
 def sample_request(
-    source: str, settings: Settings, object_id: str, value: str, now: float
+    source: str, settings: Settings, object_id: str, value: str, now: float, url: str
 ) -> tuple[str, bytes, dict[str, str]]:
     """(path, body, headers) of one signed sample change, as the CRM would send it."""
     # The CLI is the composition root: it may use the receiver's signing functions.
@@ -172,7 +172,8 @@ def sample_request(
             "changeSource": "CRM_UI",
         }
         body = json.dumps([event]).encode()
-        base = settings.public_base_url or "http://127.0.0.1:8000"
+        # HubSpot signs the URL it calls: the public one when configured, else --url.
+        base = settings.public_base_url or url.rstrip("/")
         ts = str(ms)
         sig = signatures.hubspot_v3(secret, "POST", f"{base}/webhooks/hubspot", body, ts)
         headers = {
@@ -240,7 +241,7 @@ def send_sample(source: str, url: str, object_id: str | None, value: str | None)
     now = time.time()
     value = value or f"General Counsel ({datetime.fromtimestamp(now, UTC):%H:%M:%S})"
     path, body, headers = sample_request(
-        source, settings, object_id or _SAMPLE_IDS[source], value, now
+        source, settings, object_id or _SAMPLE_IDS[source], value, now, url
     )
     try:
         resp = httpx.post(url.rstrip("/") + path, content=body, headers=headers, timeout=10)

@@ -3,6 +3,7 @@ subprocesses on the test Redis, and the receiver app posting into that Redis."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -138,7 +139,10 @@ class WorkerProcess:
         if self.beat:
             argv += ["-B", "-s", str(self._schedule)]
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=log, stderr=log)
+            # Own process group: the embedded beat (-B) is a child that must die with it.
+            self.proc = subprocess.Popen(
+                argv, env=self.env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -148,20 +152,27 @@ class WorkerProcess:
             time.sleep(0.1)
         raise RuntimeError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
 
+    def _signal_group(self, sig: int) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
+
     def kill(self) -> None:
-        """SIGKILL: a crash at whatever line the worker is on."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+        """SIGKILL the worker and its beat child: a crash at whatever line they are on."""
+        self._signal_group(signal.SIGKILL)
+        if self.proc is not None:
             self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        """Warm shutdown; anything of the group still alive after 15 s is killed."""
+        if self.proc is None:
+            return
+        self._signal_group(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=15)
+        self._signal_group(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
