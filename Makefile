@@ -2,7 +2,7 @@
 PY ?= python3
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint typecheck unit integration bench
+.PHONY: help install dev test lint typecheck unit integration bench fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,5 +28,8 @@ unit: ## Tests without a Celery worker
 integration: ## Tests with real Redis, Celery workers and the simulator
 	$(PY) bootstrap.py integration
 
-bench: ## Benchmarks (print JSON)
+bench: ## Benchmarks: run them all, write docs/benchmarks.md and docs/img/*.png
 	$(PY) bootstrap.py bench
+
+fuzz: ## Longer fuzz session of the endpoints and the mapping (--seconds 300), prints JSON
+	$(PY) bootstrap.py fuzz

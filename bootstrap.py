@@ -3,7 +3,9 @@
 
     python3 bootstrap.py dev     # receiver + worker + beat + Flower (+ simulator, embedded Redis)
     python3 bootstrap.py test    # ruff, mypy and the whole pytest suite
-    python3 bootstrap.py lint | typecheck | unit | integration | bench | install
+    python3 bootstrap.py lint | typecheck | unit | integration | bench | fuzz | install
+
+`bench` also installs the bench extra (matplotlib, for the charts in docs/benchmarks.md).
 
 Extra arguments after the command are passed on (e.g. `test -k hubspot`).
 """
@@ -28,13 +30,19 @@ def _run(argv: list[str]) -> int:
     return subprocess.call(argv, cwd=ROOT)
 
 
-def install() -> None:
-    """Create .venv and install the project with its test extra when pyproject changed."""
-    if sys.version_info < (3, 11):
+def install(extras: tuple[str, ...] = ("test",)) -> None:
+    """Create .venv and install the project with `extras` when pyproject or extras changed."""
+    if sys.version_info < (3, 11):  # noqa: UP036 - this file may run on an older python3
         sys.exit("leadlex-sync needs Python 3.11 or newer")
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if STAMP.exists() and STAMP.read_text() == digest:
+    # The stamp is "<digest> <extra,extra>" (an older stamp, "<digest>" alone, means test).
+    stamp = STAMP.read_text().split() if STAMP.exists() else []
+    have: set[str] = set()
+    if stamp[:1] == [digest]:
+        have = set(stamp[1].split(",")) if len(stamp) > 1 else {"test"}
+    if have and set(extras) <= have:
         return
+    extras = tuple(sorted(set(extras) | have))
     if not (BIN / "python").exists():
         print("+ creating .venv", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
@@ -42,12 +50,12 @@ def install() -> None:
     for argv in (
         [py, "-m", "pip", "install", "-q", "--upgrade", "pip"],
         # compat mode: a plain .pth entry, so Flask can find package paths from any cwd
-        [py, "-m", "pip", "install", "-q", "-e", ".[test]",
+        [py, "-m", "pip", "install", "-q", "-e", f".[{','.join(extras)}]",
          "--config-settings", "editable_mode=compat"],
     ):
         if _run(argv) != 0:
             sys.exit("install failed")
-    STAMP.write_text(digest)
+    STAMP.write_text(f"{digest} {','.join(extras)}")
 
 
 def main(argv: list[str]) -> int:
@@ -55,7 +63,7 @@ def main(argv: list[str]) -> int:
     if command in {"help", "-h", "--help"}:
         print(__doc__)
         return 0
-    install()
+    install(("test", "bench") if command == "bench" else ("test",))
     b = str(BIN)
     steps: dict[str, list[list[str]]] = {
         "install": [],
@@ -66,13 +74,15 @@ def main(argv: list[str]) -> int:
         "integration": [[f"{b}/pytest", "-m", "integration", *rest]],
         "test": [[f"{b}/ruff", "check", "."], [f"{b}/mypy"], [f"{b}/pytest", *rest]],
         "bench": [[f"{b}/python", "bench/run_all.py", *rest]],
+        "fuzz": [[f"{b}/python", "bench/fuzz.py", *rest]],
     }
     if command not in steps:
-        print(f"bootstrap.py: unknown command {command!r}; try: {', '.join(steps)}", file=sys.stderr)
+        choices = ", ".join(steps)
+        print(f"bootstrap.py: unknown command {command!r}; try: {choices}", file=sys.stderr)
         return 2
     for step in steps[command]:
         if command == "dev":
-            os.execv(step[0], step)
+            os.execv(step[0], step)  # noqa: S606 - replace this process with the dev runner
         code = _run(step)
         if code != 0:
             return code

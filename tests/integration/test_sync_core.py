@@ -49,7 +49,10 @@ def test_same_batch_delivered_three_times_costs_one_patch(
     link(redis_url, "hubspot", "502", cid)
     workers()
     t = now_ms()
-    batch = [hs_change(502, "jobtitle", "Rear Admiral", t), hs_change(502, "phone", "+1 202 555 0101", t)]
+    batch = [
+        hs_change(502, "jobtitle", "Rear Admiral", t),
+        hs_change(502, "phone", "+1 202 555 0101", t),
+    ]
     for attempt in range(3):
         for event in batch:
             event["attemptNumber"] = attempt  # resends carry a new attempt number
