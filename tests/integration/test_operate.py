@@ -94,7 +94,7 @@ def test_metrics_move_after_an_end_to_end_run(
     link(redis_url, "hubspot", "901", cid)
     workers()
     post_hubspot(receiver, [hs_change(901, "jobtitle", "Justice", now_ms())])
-    wait_for(lambda: sandbox.contact(cid)["job_title"] == "Justice")
+    wait_for(lambda: sandbox.contact(cid)["job_title"] == "Justice", timeout=60)
 
     def scrape() -> str:
         return str(receiver.get("/metrics").get_data(as_text=True))

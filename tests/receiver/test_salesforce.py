@@ -187,3 +187,16 @@ def test_shared_token(redis_url: str) -> None:
     assert (missing.status_code, wrong.status_code, good.status_code) == (401, 401, 200)
     assert b"token_invalid" in wrong.data
     assert SALESFORCE_TOKEN.encode() not in wrong.data
+
+
+def test_unknown_xml_encoding_is_400_not_503(client: FlaskClient) -> None:
+    """An XML declaration with an unknown encoding (found by fuzzing) is a 400 Fault."""
+    body = (
+        b'<?xml version="1.0" encoding="TF-8"?>'
+        b'<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"/>'
+    )
+    resp = client.post(
+        "/webhooks/salesforce", data=body, headers={"Content-Type": "text/xml; charset=utf-8"}
+    )
+    assert resp.status_code == 400
+    assert b"soapenv:Client" in resp.data

@@ -113,7 +113,8 @@ def _notifications(body: bytes) -> Element:
         raise ReceiverError(
             400, "xml_forbidden", "DTDs, entities and external references are not accepted"
         ) from None
-    except (ParseError, ValueError, RecursionError):
+    except (ParseError, ValueError, RecursionError, LookupError):
+        # LookupError: an XML declaration naming an encoding Python does not know.
         raise ReceiverError(400, "malformed_xml", "body is not well-formed XML") from None
     if root.tag != _q(SOAP_NS, "Envelope"):
         raise _bad("root element must be a SOAP 1.1 Envelope", "Envelope")
