@@ -16,12 +16,16 @@ or the answer is lost in between, the next flush finds the intent and reads the
 contact back (one GET) before sending anything: when LeadLex shows our text, or its
 `updated_date` differs from the last one we saw (notes are write-only in LeadLex's
 docs, so this is usually the evidence), the PATCH is taken as applied and committed;
-otherwise it is sent again. So that "the last one we saw" is always known, the first
-notes append to a contact we have never written costs one GET beforehand. A note is
-therefore never appended twice by us. The price, in the rare case that somebody else
-edited the same contact in LeadLex in the seconds between our lost answer and the
-GET, is that the note is taken as applied when it may not be: that case is logged at
-WARNING and counted (`leadlex_sync_notes_assumed_applied_total`).
+otherwise it is sent again. A PATCH taken as applied is committed with exactly what it
+carried, also for fields restaged since. So that "the last one we saw" is always known,
+the first notes append to a contact we have never written costs one GET beforehand, and
+so does the first one after a PATCH without notes whose outcome stayed unknown: settling
+such a PATCH marks the values it carried, and updated_date, as unknown, so they are sent
+(read) again rather than taken as already in LeadLex. A note is therefore never
+appended twice by us. The price, in the rare case that somebody else edited the same
+contact in LeadLex in the seconds between our lost answer and the GET, is that the note
+is taken as applied when it may not be: that case is logged at WARNING and counted
+(`leadlex_sync_notes_assumed_applied_total`).
 
 Fault injection for tests: LEADLEX_SYNC_FAULT=crash_after_patch makes the process
 exit right after LeadLex's answer, before local state is committed.
@@ -60,6 +64,8 @@ log = logging.getLogger("leadlex_sync.worker")
 
 BACKOFF_BASE = 2.0
 BACKOFF_CAP = 900.0
+# An acknowledged event not taken in this long after the broker's visibility timeout was lost.
+INBOX_GRACE_SECONDS = 30.0
 _FAULT = os.environ.get("LEADLEX_SYNC_FAULT", "")
 
 
@@ -329,6 +335,27 @@ def replay_unlinked(rt: Runtime, records: list[tuple[str, str]]) -> int:
     return len(events)
 
 
+def recover_lost(rt: Runtime, limit: int = 500) -> int:
+    """Enqueue again acknowledged events the broker lost; returns how many (periodic).
+
+    The receiver records every event it acknowledges in the inbox (worker.state). Once
+    the broker's visibility timeout has passed, a killed worker's unacknowledged messages
+    have been delivered again, so an event still neither seen, parked nor dead-lettered
+    was lost on the way: kombu's Redis transport pops a message and only then records it
+    as unacknowledged, so a worker (or Redis) dying in between loses it, and Celery drops
+    an `acks_late` message whose retry cannot be published. Duplicates are harmless (the
+    fingerprint ledger); each event is tried again once per grace period."""
+    now = rt.clock()
+    grace = rt.settings.visibility_timeout_seconds + INBOX_GRACE_SECONDS
+    events = rt.state.sweep_inbox(now - grace, now, limit)
+    for i in range(0, len(events), 100):
+        rt.dispatch_ingest(events[i : i + 100])
+    if events:
+        rt.metrics.incr("events_recovered", len(events))
+        log.warning("acknowledged events enqueued again", extra={"events": len(events)})
+    return len(events)
+
+
 # ======================================================================================
 # flush
 # ======================================================================================
@@ -370,8 +397,17 @@ def flush(rt: Runtime, contact: str) -> FlushOutcome:
     return out
 
 
+# Waits for budget are re-checked at least once a lease: what blocks may end sooner than
+# it said (LeadLex's X-RateLimit-Reset arrives after the refusal; a pause is cleared), and a
+# re-check costs Redis work only, never a LeadLex call.
+_RECHECKED = frozenset({"minute", "daily", "paused", "budget"})
+
+
 def _park(rt: Runtime, contact: str, until: float, reason: str) -> None:
-    rt.state.lease(contact, max(0.05, until - rt.clock()))
+    wait = max(0.05, until - rt.clock())
+    if reason in _RECHECKED:
+        wait = min(wait, rt.lease_seconds)
+    rt.state.lease(contact, wait)
     rt.metrics.incr("flushes_parked", reason=reason)
 
 
@@ -615,7 +651,11 @@ def _settle_intent(rt: Runtime, contact: str, intent: dict[str, Any]) -> FlushOu
     Returns a FlushOutcome to stop this flush (parked), or None to continue normally."""
     st = rt.state
     if not intent.get("notes"):
-        st.clear_intent(contact)  # plain overwrites are safe to send again
+        # Plain overwrites are safe to send again, but LeadLex may now hold them: forget what
+        # we believed it holds, or a staged value equal to that belief would be skipped as a
+        # no-op (and a stale updated_date would fool the next notes settle).
+        st.forget_applied(contact, [f for f, _raw, kind in intent.get("items", []) if kind == "f"])
+        st.clear_intent(contact)
         return None
     grant = rt.budget.acquire()
     if not grant.ok:
@@ -644,15 +684,11 @@ def _settle_intent(rt: Runtime, contact: str, intent: dict[str, Any]) -> FlushOu
     if not applied:
         st.clear_intent(contact)
         return None
+    # Record exactly what was sent (the raw values in the intent), also for fields restaged
+    # since: LeadLex holds the sent value and its notes end with the sent text. The commit
+    # keeps a restaged (newer) value staged, so it goes with the next PATCH.
     items = [(Staged(field, "", 0, {}, raw), kind) for field, raw, kind in intent.get("items", [])]
-    # Re-read the staged values so the commit records exactly what was sent.
-    by_field = {s.field: s for s in st.read_stage(contact)}
-    fixed: list[tuple[Staged, str]] = []
-    for s, kind in items:
-        current = by_field.get(s.field)
-        if current is not None and current.raw == s.raw:
-            fixed.append((current, kind))
-    st.commit(contact, fixed, updated_date=str(data.get("updated_date") or ""))
+    st.commit(contact, items, updated_date=str(data.get("updated_date") or ""))
     if assumed:
         log.warning(
             "notes append of unknown outcome taken as applied (contact changed since)",

@@ -24,10 +24,13 @@ between worker machines up to `safety_seconds`: keep them NTP-synced). A refused
 records nothing and its `retry_at` is the moment the blocking entry leaves the window.
 The cost is memory of at most `per_minute` (<= 200) members, trimmed on every acquire.
 
-Daily: a counter per UTC date, corrected by the server. `observe()` sets "used" from
-`X-RateLimit-Remaining` after every response (the server's number wins: it also counts
-calls made with the same key by anyone else), and pauses everyone until
-`X-RateLimit-Reset` when Remaining reaches 0.
+Daily: a counter per UTC date, corrected by the server. `observe()` raises "used" to
+Limit - `X-RateLimit-Remaining` after every response (the server's number wins when it
+is higher: it also counts calls made with the same key by anyone else; it never lowers
+our count within one server day, since an answer can be older than calls still in
+flight), remembers the server's `X-RateLimit-Reset` (past it, the quota starts again even
+if our clock's UTC date has not changed), and pauses everyone until that reset when
+Remaining reaches 0.
 
 Pause: a 429 pauses every worker (`on_rate_limited`): until Retry-After if given, else
 until X-RateLimit-Reset when Remaining is 0, else until our minute window frees. A pause
@@ -69,9 +72,17 @@ local paused = tonumber(redis.call('HGET', KEYS[3], 'until') or '0')
 if paused > now then
   return {0, string.format('%.6f', paused), 'paused'}
 end
+local sreset = tonumber(redis.call('HGET', KEYS[2], 'reset') or '0')
+if sreset > 0 and now >= sreset then
+  -- the server said its day ends at `reset`: past it, the quota starts again
+  redis.call('HSET', KEYS[2], 'used', 0)
+  redis.call('HDEL', KEYS[2], 'reset')
+  sreset = 0
+end
 local limit = tonumber(redis.call('HGET', KEYS[2], 'limit') or ARGV[4])
 local used = tonumber(redis.call('HGET', KEYS[2], 'used') or '0')
 if used >= limit then
+  if sreset > 0 then return {0, string.format('%.6f', sreset), 'daily'} end
   return {0, ARGV[6], 'daily'}
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now - span))
@@ -86,6 +97,23 @@ redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.call('HINCRBY', KEYS[2], 'used', 1)
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 return {1, ARGV[1], ''}
+"""
+
+# Adopt the server's daily count. KEYS: day record. ARGV: server used, limit, server reset
+# ('' = unknown or already past), ttl. Within one server day a count is only ever raised:
+# an answer can be older than calls still in flight, and lowering on it would hand out
+# calls the server then refuses. A new server day (another reset) takes the server's count.
+_OBSERVE = """
+local used = tonumber(ARGV[1])
+local old = redis.call('HGET', KEYS[1], 'reset')
+if (not old) or ARGV[3] == '' or old == ARGV[3] then
+  local cur = tonumber(redis.call('HGET', KEYS[1], 'used') or '0')
+  if cur > used then used = cur end
+end
+redis.call('HSET', KEYS[1], 'used', used, 'limit', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'reset', ARGV[3]) end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return used
 """
 
 _RELEASE = """
@@ -201,6 +229,7 @@ class Budget:
         self.clock = clock
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
+        self._observe = client.register_script(_OBSERVE)
         self._pause = client.register_script(_PAUSE)
         self._local = threading.local()
 
@@ -286,10 +315,10 @@ class Budget:
         if limit is None:
             stored = self.redis.hget(key, "limit")
             limit = int(_text(stored)) if stored is not None else self.daily_limit
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping={"used": max(0, limit - rate.remaining), "limit": limit})
-        pipe.expire(key, DAY_TTL_SECONDS)
-        pipe.execute()
+        reset = f"{rate.reset}" if rate.reset is not None and rate.reset > now else ""
+        self._observe(
+            keys=[key], args=[max(0, limit - rate.remaining), limit, reset, DAY_TTL_SECONDS]
+        )
         return "daily"
 
     def on_rate_limited(self, rate: RateInfo) -> float:

@@ -18,7 +18,7 @@ from celery import Task
 from celery.signals import setup_logging, worker_init, worker_process_init
 
 from worker import pipeline
-from worker.celery_app import QUEUE_FLUSH, QUEUE_INGEST, app
+from worker.celery_app import QUEUE_FLUSH, QUEUE_INGEST, app, visibility_timeout
 from worker.events import ChangeEvent
 from worker.leadlex import shared_client
 from worker.logs import setup_celery_logging
@@ -88,7 +88,8 @@ class _Task(Task):
     # Redis errors: the message is not acked and comes back (acks_late); nothing is lost.
     autoretry_for = (redis.RedisError,)
     retry_backoff = True
-    retry_backoff_max = 60
+    # Invariant 7: even these retry countdowns stay well under the visibility timeout.
+    retry_backoff_max = max(1, min(60, visibility_timeout() // 2))
     max_retries = None
 
 
@@ -112,6 +113,7 @@ def ingest_batch(self: Task, events: list[dict[str, Any]]) -> dict[str, int]:
                 details={"error": type(exc).__name__},
             )
             rt.metrics.incr("dead_lettered", reason="ingest_error")
+            rt.state.inbox_done([str(data.get("fingerprint", ""))])  # taken in: dead-lettered
             outcome = "ingest_error"
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return outcomes
@@ -125,5 +127,9 @@ def flush_contact(self: Task, contact: str) -> str:
 
 @app.task(name="leadlex_sync.pump", base=_Task, bind=True)
 def pump(self: Task) -> int:
-    """Periodic: dispatch due flushes and probe an open circuit (run by beat every second)."""
-    return pipeline.pump(runtime())
+    """Periodic (beat, every second): dispatch due flushes, probe an open circuit, and
+    enqueue again acknowledged events the broker lost."""
+    rt = runtime()
+    dispatched = pipeline.pump(rt)
+    pipeline.recover_lost(rt)
+    return dispatched
