@@ -13,7 +13,8 @@ can finish from. Key layout (all under `lls:`):
 - `lls:unlinked:{src}:{id}` (hash): parked events of a record with no link,
   fingerprint -> event.
 - `lls:stage:{leadlex_id}` (hash): staged LeadLex field -> [value, ts_ms, origin].
-- `lls:applied:{leadlex_id}` (hash): last value applied per field -> [value, ts_ms];
+- `lls:applied:{leadlex_id}` (hash): last value applied per field -> [value, ts_ms]
+  (value null: unknown since a PATCH of unknown outcome, so it is sent again);
   `_updated` -> LeadLex's updated_date after our last write.
 - `lls:notes:{leadlex_id}` (hash): per CRM record, the notes text already appended.
 - `lls:intent:{leadlex_id}` (string): a PATCH whose outcome is not known yet.
@@ -22,6 +23,10 @@ can finish from. Key layout (all under `lls:`):
   then; the pump leaves the contact alone while it lives.
 - `lls:lock:{leadlex_id}` (string, expiring): one flush at a time per contact.
 - `lls:attempts:{leadlex_id}` (hash): transient failure count and first failure time.
+- `lls:inbox` (hash) and `lls:inbox:at` (zset): every event the receiver acknowledged,
+  fingerprint -> event / -> when, until a sweep finds it taken in (seen, parked or
+  dead-lettered). One still not taken in after the broker's visibility timeout was lost
+  by the broker and is enqueued again (`sweep_inbox`; see `worker.pipeline.recover_lost`).
 
 Staged notes use the field name `notes|{record_key}` so that each CRM record's notes
 text is tracked (and appended) on its own.
@@ -43,6 +48,8 @@ from worker.metrics import COUNTERS_KEY
 P = "lls:"
 DUE = f"{P}due"
 LINKS = f"{P}links"
+INBOX = f"{P}inbox"
+INBOX_AT = f"{P}inbox:at"
 GONE = f"{P}gone"
 NOTES_PREFIX = "notes|"
 
@@ -192,6 +199,45 @@ redis.call('ZADD', KEYS[3], 'LT', ARGV[3], ARGV[1])
 return redis.call('HLEN', KEYS[1])
 """
 
+# Inbox entries acknowledged before `cutoff`: drop those taken in (event seen, parked as
+# unlinked, or gone from the hash); move the others to `now` and return them.
+# KEYS: inbox, inbox:at   ARGV: cutoff, now, limit, prefix
+_SWEEP_INBOX = """
+local out = {}
+local fps = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, fp in ipairs(fps) do
+  local raw = redis.call('HGET', KEYS[1], fp)
+  local taken = (not raw) or redis.call('EXISTS', ARGV[4] .. 'seen:' .. fp) == 1
+  if not taken then
+    local e = cjson.decode(raw)
+    local parked = ARGV[4] .. 'unlinked:' .. tostring(e.source) .. ':' .. tostring(e.object_id)
+    taken = redis.call('HEXISTS', parked, fp) == 1
+  end
+  if taken then
+    redis.call('HDEL', KEYS[1], fp)
+    redis.call('ZREM', KEYS[2], fp)
+  else
+    redis.call('ZADD', KEYS[2], ARGV[2], fp)
+    table.insert(out, raw)
+  end
+end
+return out
+"""
+
+# A PATCH of unknown outcome may have changed these fields in LeadLex: their applied values
+# become unknown (null; the CRM time is kept, so ordering still holds) and so does LeadLex's
+# updated_date. KEYS: applied   ARGV: fields
+_FORGET = """
+for i = 1, #ARGV do
+  local a = redis.call('HGET', KEYS[1], ARGV[i])
+  if a then
+    redis.call('HSET', KEYS[1], ARGV[i], cjson.encode({cjson.null, cjson.decode(a)[2]}))
+  end
+end
+redis.call('HDEL', KEYS[1], '_updated')
+return 1
+"""
+
 # Release a lock only if we still own it.
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -236,6 +282,8 @@ class State:
         self._commit = client.register_script(_COMMIT)
         self._unlock = client.register_script(_UNLOCK)
         self._claim = client.register_script(_CLAIM_DUE)
+        self._forget = client.register_script(_FORGET)
+        self._sweep_inbox = client.register_script(_SWEEP_INBOX)
 
     # ---- dedupe ---------------------------------------------------------------------------
     def seen(self, fp: str) -> bool:
@@ -357,6 +405,27 @@ class State:
     def count_unlinked(self) -> int:
         return sum(1 for _ in self.redis.scan_iter(match=f"{P}unlinked:*", count=1000))
 
+    # ---- inbox (what the receiver acknowledged) ---------------------------------------------
+    def sweep_inbox(self, cutoff: float, now: float, limit: int) -> list[dict[str, Any]]:
+        """Events acknowledged before `cutoff` and still not taken in (their time moves to
+        `now`, so each is returned again only after another grace period); forgets the rest."""
+        rows = self._sweep_inbox(
+            keys=[INBOX, INBOX_AT], args=[f"{cutoff:.3f}", f"{now:.3f}", limit, P]
+        )
+        return [json.loads(r) for r in rows]
+
+    def inbox_done(self, fps: Iterable[str]) -> None:
+        """Forget inbox entries taken in another way (e.g. dead-lettered by ingest)."""
+        fps = [fp for fp in fps if fp]
+        if fps:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hdel(INBOX, *fps)
+            pipe.zrem(INBOX_AT, *fps)
+            pipe.execute()
+
+    def count_inbox(self) -> int:
+        return int(self.redis.zcard(INBOX_AT))
+
     # ---- staging --------------------------------------------------------------------------
     def stage(
         self,
@@ -413,6 +482,12 @@ class State:
             name = _s(field)
             out[name] = _s(raw) if name == "_updated" else tuple(json.loads(raw))
         return out
+
+    def forget_applied(self, contact: str, fields: Iterable[str]) -> None:
+        """A PATCH of unknown outcome was given up: what LeadLex holds for `fields`, and its
+        updated_date, are no longer known (the next flush sends them, the next notes append
+        reads updated_date first)."""
+        self._forget(keys=[applied_key(contact)], args=list(fields))
 
     def set_updated(self, contact: str, updated_date: str) -> None:
         """Remember LeadLex's updated_date for a contact (read before a first notes append)."""
@@ -493,3 +568,10 @@ class State:
         pipe.hget(attempts_key(contact), "first")
         n, _, first = pipe.execute()
         return int(n), float(first)
+
+
+def inbox_add(pipe: Any, events: Iterable[tuple[str, str]], now: float) -> None:
+    """Record acknowledged events, (fingerprint, event JSON), on the receiver's pipeline."""
+    for fp, raw in events:
+        pipe.hset(INBOX, fp, raw)
+        pipe.zadd(INBOX_AT, {fp: now}, nx=True)
