@@ -291,16 +291,24 @@ def _resolve(rt: Runtime, event: ChangeEvent, id_hint: str | None, email: str | 
     return None
 
 
-def _lookup_by_email(rt: Runtime, email: str) -> str | None:
-    """GET /v1/contacts?search=email; accept only one exact email match (costs one call)."""
+def _budgeted_call(rt: Runtime, call: Callable[[LeadLexClient], Any]) -> Any:
+    """One resolution call under the shared budget; None when refused or failed."""
     if not rt.budget.acquire().ok:
         return None
     try:
-        resp = rt.client.search_contacts(email)
+        resp = call(rt.client)
     except LeadLexError as err:
         _observe_error(rt, err)
         return None
     rt.budget.observe(resp.rate)
+    return resp
+
+
+def _lookup_by_email(rt: Runtime, email: str) -> str | None:
+    """GET /v1/contacts?search=email; accept only one exact email match (costs one call)."""
+    resp = _budgeted_call(rt, lambda c: c.search_contacts(email))
+    if resp is None:
+        return None
     rows = (resp.data or {}).get("contacts") or []
     exact = [r for r in rows if str(r.get("email", "")).lower() == email.lower()]
     return str(exact[0]["id"]) if len(exact) == 1 else None
@@ -313,14 +321,9 @@ def _create_contact(rt: Runtime, event: ChangeEvent) -> str | None:
     body = {k: v.value for k, v in result.fields.items()}
     if "company_name" in body:  # create spells it `company` (reference §6, §12.10)
         body["company"] = body.pop("company_name")
-    if not body or not rt.budget.acquire().ok:
+    resp = _budgeted_call(rt, lambda c: c.create_contact(body)) if body else None
+    if resp is None:
         return None
-    try:
-        resp = rt.client.create_contact(body)
-    except LeadLexError as err:
-        _observe_error(rt, err)
-        return None
-    rt.budget.observe(resp.rate)
     cid = (resp.data or {}).get("id")
     return str(cid) if cid else None
 
