@@ -432,6 +432,10 @@ def _flush_locked(rt: Runtime, contact: str) -> FlushOutcome:
     if not staged:
         st.commit(contact, [])
         return FlushOutcome("empty")
+    fixes = _recompose(rt, staged)
+    if fixes:
+        st.stage(contact, fixes, due_at=now, fp=None, seen_ttl=1)
+        staged = st.read_stage(contact)
 
     applied = st.applied(contact)
     appended = st.notes_appended(contact)
@@ -499,6 +503,35 @@ def _flush_locked(rt: Runtime, contact: str) -> FlushOutcome:
     st.commit(contact, items, updated_date=updated)
     _observe_latency(rt, staged)
     return FlushOutcome("sent", sorted(body), resp.status, resp.request_id, coalesced=coalesced)
+
+
+def _recompose(rt: Runtime, staged: list[Staged]) -> list[tuple[str, str, int, dict[str, Any]]]:
+    """Staged values recomputed from their records' current snapshots, where they differ.
+
+    Two events of one record ingested at once (say first and last name, by two worker
+    threads) each compose full_name from a snapshot that may lack the other's part; the
+    snapshot itself is merged atomically and always ends up complete. So before sending,
+    every staged value is mapped again from its record's current snapshot: a value at
+    least as new that differs replaces the staged one."""
+    by_record: dict[tuple[str, str], list[Staged]] = {}
+    for s in staged:
+        if not s.field.startswith(NOTES_PREFIX) and s.origin.get("r"):
+            by_record.setdefault(
+                (str(s.origin["r"]), str(s.origin.get("t", "contact"))), []
+            ).append(s)
+    fixes: list[tuple[str, str, int, dict[str, Any]]] = []
+    for (record, object_type), group in by_record.items():
+        snapshot = rt.state.snapshot(record)
+        if not snapshot:
+            continue
+        result = map_record(
+            rt.mapping, record.split(":", 1)[0], object_type, snapshot, list(snapshot)
+        )
+        for s in group:
+            fv = result.fields.get(s.field)
+            if fv is not None and fv.value != s.value and fv.ts_ms >= s.ts_ms:
+                fixes.append((s.field, fv.value, fv.ts_ms, s.origin))
+    return fixes
 
 
 def _read_updated_date(rt: Runtime, contact: str) -> str | FlushOutcome:

@@ -165,3 +165,22 @@ def test_deleted_record_stops_syncing_until_restored(make_runtime: Any, sandbox:
     assert rt.state.resolve_link("hubspot", "62515", "18") is None
     assert sandbox.requests() == []
     assert sandbox.contact(cid)["email"] == "gone@example.org"
+
+
+def test_full_name_is_recomposed_from_the_snapshot_before_sending(
+    make_runtime: Any, sandbox: Sandbox
+) -> None:
+    """A full_name staged from a half-merged snapshot (a race between two threads) is sent
+    composed from the record's complete snapshot."""
+    cid = sandbox.seed(full_name="Old Name")
+    rt = make_runtime()
+    State(rt.redis).set_links([("hubspot", "62515", "19", cid)])
+    t = now_ms()
+    # What the race leaves behind: the snapshot has both parts, the stage only one.
+    rt.state.prelude("fp-a", "hubspot:62515:19", t, {"firstname": "Mary"})
+    rt.state.prelude("fp-b", "hubspot:62515:19", t + 1, {"lastname": "Jackson"})
+    origin = {"r": "hubspot:62515:19", "t": "contact", "c": {"lastname": "Jackson"}, "o": t + 1}
+    rt.state.stage(cid, [("full_name", "Jackson", t + 1, origin)], due_at=0, fp=None, seen_ttl=60)
+    pipeline.flush(rt, cid)
+    assert [p["body"] for p in sandbox.patches(cid)] == [{"full_name": "Mary Jackson"}]
+    assert rt.state.applied(cid)["full_name"] == ("Mary Jackson", t + 1)

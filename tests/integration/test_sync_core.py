@@ -89,7 +89,8 @@ def test_five_changes_within_a_second_become_one_patch(
     """Five property changes of one contact within 1 s are sent as exactly one PATCH."""
     cid = sandbox.seed(full_name="Old Name")
     link(redis_url, "hubspot", "504", cid)
-    workers(COALESCE_SECONDS="2")
+    # A generous window: the six requests must land inside it even on a loaded machine.
+    workers(COALESCE_SECONDS="5")
     t = now_ms()
     changes = [
         ("firstname", "Mary"),
