@@ -2,7 +2,7 @@
 PY ?= python3
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint typecheck unit integration bench fuzz
+.PHONY: help install dev test lint typecheck unit integration bench fuzz chaos
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,3 +33,6 @@ bench: ## Benchmarks: run them all, write docs/benchmarks.md and docs/img/*.png
 
 fuzz: ## Longer fuzz session of the endpoints and the mapping (--seconds 300), prints JSON
 	$(PY) bootstrap.py fuzz
+
+chaos: ## Chaos run on loopback (kills, Redis restart, LeadLex faults), prints JSON; --short for CI
+	$(PY) bootstrap.py chaos

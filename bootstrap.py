@@ -3,7 +3,7 @@
 
     python3 bootstrap.py dev     # receiver + worker + beat + Flower (+ simulator, embedded Redis)
     python3 bootstrap.py test    # ruff, mypy and the whole pytest suite
-    python3 bootstrap.py lint | typecheck | unit | integration | bench | fuzz | install
+    python3 bootstrap.py lint | typecheck | unit | integration | bench | fuzz | chaos | install
 
 `bench` also installs the bench extra (matplotlib, for the charts in docs/benchmarks.md).
 
@@ -75,6 +75,7 @@ def main(argv: list[str]) -> int:
         "test": [[f"{b}/ruff", "check", "."], [f"{b}/mypy"], [f"{b}/pytest", *rest]],
         "bench": [[f"{b}/python", "bench/run_all.py", *rest]],
         "fuzz": [[f"{b}/python", "bench/fuzz.py", *rest]],
+        "chaos": [[f"{b}/python", "bench/chaos.py", *rest]],
     }
     if command not in steps:
         choices = ", ".join(steps)

@@ -2,17 +2,26 @@
 
 Order matters for invariant 1 (nothing acknowledged is lost):
 1. the events go to the broker as ONE `leadlex_sync.ingest_batch` message;
-2. the request's dead letters and metric counters go to Redis in ONE MULTI/EXEC pipeline.
+2. the events' inbox entries (`lls:inbox`, see worker.state), the request's dead letters
+   and metric counters go to Redis in ONE MULTI/EXEC pipeline.
 If either step fails the request is answered 503 and the CRM resends it: events that did
 reach the broker are then enqueued twice, which the worker's fingerprint ledger absorbs;
-dead letters are written only once the broker holds the events. When a request has no
-dead letters, a failing metrics write is ignored (metrics are best effort).
+dead letters are written only once the broker holds the events. When a request has
+neither events nor dead letters, a failing metrics write is ignored (best effort).
+
+The inbox is the safety net behind the broker: kombu's Redis transport can lose a message
+that a worker popped but had not yet recorded as unacknowledged when it died (or Redis
+did), and Celery drops an `acks_late` message whose retry cannot be published. The
+worker's periodic sweep enqueues again any acknowledged event not taken in after the
+visibility timeout (worker.pipeline.recover_lost).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import time
 from typing import Any
 
 import redis
@@ -23,6 +32,7 @@ from webhook_app.batch import Batch
 from worker.celery_app import QUEUE_INGEST
 from worker.deadletter import STREAM, DeadLetters
 from worker.metrics import Metrics
+from worker.state import inbox_add
 
 log = logging.getLogger("leadlex_sync.receiver")
 
@@ -54,12 +64,13 @@ class Enqueuer:
 
     def submit(self, source: str, batch: Batch) -> None:
         """Enqueue `batch`; raises EnqueueUnavailable when the broker or Redis fails."""
-        if batch.events:
+        events = [e.to_dict() for e in batch.events]
+        if events:
             try:
                 with self.producers.acquire(block=True, timeout=self.acquire_timeout) as producer:
                     self.celery.send_task(
                         INGEST_TASK,
-                        args=[[e.to_dict() for e in batch.events]],
+                        args=[events],
                         queue=QUEUE_INGEST,
                         producer=producer,
                         # Flower shows this instead of the events (no PII, no saferepr cost).
@@ -70,6 +81,11 @@ class Enqueuer:
                 raise EnqueueUnavailable(f"broker: {type(exc).__name__}") from exc
 
         pipe = self.redis.pipeline(transaction=True)
+        inbox_add(
+            pipe,
+            [(e["fingerprint"], json.dumps(e, separators=(",", ":"))) for e in events],
+            time.time(),
+        )
         for rejected in batch.rejected:
             fields = self.dead_letters.fields(
                 INVALID_EVENT, source=source, payload=rejected.payload, details=rejected.details()
@@ -79,7 +95,7 @@ class Enqueuer:
         try:
             pipe.execute()
         except redis.RedisError as exc:
-            if batch.rejected:
+            if batch.rejected or events:
                 raise EnqueueUnavailable(f"redis: {type(exc).__name__}") from exc
             log.warning("receiver metrics not recorded: %s", type(exc).__name__)
 

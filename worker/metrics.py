@@ -35,6 +35,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "fields_staged": ("Field values staged for a contact", ("source",)),
     "events_coalesced": ("Events folded into a flush with others", ()),
     "events_parked": ("Events parked (unlinked record)", ("reason",)),
+    "events_recovered": ("Acknowledged events the broker lost, enqueued again", ()),
     "dead_lettered": ("Entries written to the dead-letter store", ("reason",)),
     "flushes": ("Contact flushes by outcome", ("outcome",)),
     "leadlex_calls": ("LeadLex API calls by method and status", ("method", "status")),

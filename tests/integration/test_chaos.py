@@ -1,0 +1,210 @@
+"""The chaos run in CI, and what it found, pinned as deterministic regressions.
+
+`bench/chaos.py --short` starts its own Redis (AOF, appendfsync always), simulator,
+receiver, two workers and beat on loopback, streams signed HubSpot and Salesforce
+webhooks through worker kills, a Redis kill -9 and LeadLex faults, and reconciles
+(docs/chaos.md). It exits 0 with an empty violations list only if every invariant held.
+
+The other tests replay, step by step over the simulator, what it found: acknowledged
+events lost by the broker (kombu's Redis transport pops a message before recording it as
+unacknowledged, so a worker or Redis dying in between loses it), and the three ways a
+PATCH of unknown outcome (answer lost after LeadLex applied it) went wrong when settled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.integration.conftest import Sandbox
+from tests.integration.support import API_KEY, hs_change, now_ms, post_hubspot
+from worker import pipeline
+from worker.events import ChangeEvent
+from worker.leadlex import LeadLexClient
+from worker.mapping import load_mapping
+from worker.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+SHORT_RUN_TIMEOUT = 360  # the run's own hard bound is below this (bench/chaos.py)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SHORT_RUN_TIMEOUT + 90)
+def test_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
+    """Worker SIGKILL, Redis kill -9, 5xx, dropped answers, 429s: nothing lost or doubled."""
+    out = tmp_path / "summary.json"
+    with (tmp_path / "chaos.log").open("wb") as err:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "chaos.py"),
+                "--short",
+                "--seed",
+                "7",
+                "--out",
+                str(out),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            code = proc.wait(timeout=SHORT_RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)  # the run then stops every process it started
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=60)
+            proc.kill()
+            pytest.fail(f"chaos run still going after {SHORT_RUN_TIMEOUT}s; see {tmp_path}")
+    log_tail = (tmp_path / "chaos.log").read_text(errors="replace")[-3000:]
+    assert out.exists(), log_tail
+    summary = json.loads(out.read_text())
+    assert summary["violations"] == [], json.dumps(summary["violations"], indent=1)
+    assert code == 0, log_tail
+    faults = " ".join(f["fault"] for f in summary["faults"])
+    assert "worker SIGKILL" in faults
+    assert "redis kill -9" in faults
+    assert summary["events"]["acked"] == summary["events"]["sent"] > 0
+    assert summary["calls"]["total"] >= summary["calls"]["min_possible"] > 0
+
+
+# ---- what the chaos run found: settling a PATCH whose answer was lost -------------------------
+SF_ORG = "00D5g000004ChAoSEA"
+
+
+@pytest.fixture
+def rt(redis_url: str, sandbox: Sandbox) -> Iterator[pipeline.Runtime]:
+    """A pipeline Runtime on the test Redis and the simulator (no Celery: steps run inline)."""
+    settings = load_settings(
+        {
+            "REDIS_URL": redis_url,
+            "LEADLEX_API_KEY": API_KEY,
+            "LEADLEX_BASE_URL": sandbox.base_url,
+            "LEADLEX_PLAN": "org",
+            "COALESCE_SECONDS": "0",
+        },
+        env_file=None,
+    )
+    client = redis.Redis.from_url(redis_url)
+    runtime = pipeline.Runtime(
+        settings=settings,
+        redis=client,
+        mapping=load_mapping(None, "US"),
+        client_factory=lambda: LeadLexClient(sandbox.base_url, API_KEY, timeout=3),
+    )
+    yield runtime
+    client.close()
+
+
+def test_acknowledged_events_the_broker_lost_are_enqueued_again(
+    receiver: Any, rt: pipeline.Runtime, sandbox: Sandbox, redis_url: str
+) -> None:
+    """The receiver's 200 is the promise: when the Celery message is gone (a worker popped
+    it and died before kombu recorded it), the sweep enqueues the events again once the
+    visibility timeout has passed, and forgets them once they are taken in."""
+    cid = sandbox.seed(full_name="Seed")
+    rt.state.set_links([("hubspot", "", "501", cid)])
+    t = now_ms()
+    post_hubspot(
+        receiver, [hs_change(501, "jobtitle", "CTO", t), hs_change(501, "company", "Acme", t)]
+    )
+    client = redis.Redis.from_url(redis_url)
+    assert client.delete("ingest") == 1  # the broker lost the only message
+    client.close()
+    sent: list[dict[str, Any]] = []
+    rt.dispatch_ingest = sent.extend
+    grace = rt.settings.visibility_timeout_seconds + pipeline.INBOX_GRACE_SECONDS
+    start = time.time()
+    rt.clock = lambda: start + 1  # within the grace: a worker may still have it
+    assert pipeline.recover_lost(rt) == 0
+    rt.clock = lambda: start + grace + 1
+    assert pipeline.recover_lost(rt) == 2
+    assert pipeline.recover_lost(rt) == 0  # tried again only after another grace period
+    for data in sent:
+        pipeline.ingest(rt, ChangeEvent.from_dict(data))
+    assert pipeline.flush(rt, cid).outcome == "sent"
+    assert sandbox.contact(cid)["job_title"] == "CTO"
+    assert sandbox.contact(cid)["company_name"] == "Acme"
+    rt.clock = lambda: start + 3 * grace
+    assert pipeline.recover_lost(rt) == 0
+    assert rt.state.count_inbox() == 0  # taken in: forgotten
+
+
+def _event(source: str, object_id: str, ts: int, fp: str, **changes: str) -> ChangeEvent:
+    return ChangeEvent(
+        source="hubspot" if source == "hubspot" else "salesforce",
+        account="62515" if source == "hubspot" else SF_ORG,
+        object_type="contact",
+        object_id=object_id,
+        kind="update",
+        occurred_at_ms=ts,
+        fingerprint=fp,
+        changes=dict(changes),
+    )
+
+
+def _step(rt: pipeline.Runtime, contact: str, event: ChangeEvent) -> str:
+    pipeline.ingest(rt, event)
+    return pipeline.flush(rt, contact).outcome
+
+
+def test_value_equal_to_a_stale_applied_one_is_still_sent(
+    rt: pipeline.Runtime, sandbox: Sandbox
+) -> None:
+    """applied email A; PATCH email B applied but unanswered; Salesforce resends A (newer):
+    A must reach LeadLex, not be skipped as 'already there'."""
+    cid = sandbox.seed(full_name="Seed")
+    rt.state.set_links([("salesforce", "", "003A", cid), ("hubspot", "", "501", cid)])
+    assert _step(rt, cid, _event("salesforce", "003A", 1000, "sf1", Email="a@x.org")) == "sent"
+    sandbox.faults(drop_after_apply_rate=1.0)
+    assert _step(rt, cid, _event("hubspot", "501", 2000, "hs1", email="b@x.org")) == "retry"
+    sandbox.faults(drop_after_apply_rate=0.0)
+    assert _step(rt, cid, _event("salesforce", "003A", 3000, "sf2", Email="a@x.org")) == "sent"
+    assert sandbox.contact(cid)["email"] == "a@x.org"
+
+
+def test_note_is_not_lost_after_an_unanswered_patch_without_notes(
+    rt: pipeline.Runtime, sandbox: Sandbox
+) -> None:
+    """A lost answer to a PATCH without notes left updated_date stale, so a later notes PATCH
+    answered 5xx (not applied) was settled as applied and its note never sent."""
+    cid = sandbox.seed(full_name="Seed")
+    rt.state.set_links([("hubspot", "", "501", cid)])
+    assert _step(rt, cid, _event("hubspot", "501", 1000, "h1", leadlex_notes="one")) == "sent"
+    sandbox.faults(drop_after_apply_rate=1.0)
+    assert _step(rt, cid, _event("hubspot", "501", 2000, "h2", jobtitle="CTO")) == "retry"
+    sandbox.faults(drop_after_apply_rate=0.0, error_rate_5xx=1.0)
+    assert _step(rt, cid, _event("hubspot", "501", 3000, "h3", leadlex_notes="one\ntwo")) == "retry"
+    sandbox.faults(error_rate_5xx=0.0)
+    outcomes = [pipeline.flush(rt, cid).outcome for _ in range(3)]
+    assert "sent" in outcomes
+    contact = sandbox.contact(cid)
+    assert contact["notes"] == "[HubSpot] one\n[HubSpot] two"
+    assert contact["job_title"] == "CTO"
+
+
+def test_note_is_not_appended_twice_when_the_text_grew_before_the_settle(
+    rt: pipeline.Runtime, sandbox: Sandbox
+) -> None:
+    """Notes PATCH applied but unanswered, then the CRM text grows: the settle must record
+    the text that was sent, so only the new line follows."""
+    cid = sandbox.seed(full_name="Seed")
+    rt.state.set_links([("hubspot", "", "501", cid)])
+    assert _step(rt, cid, _event("hubspot", "501", 1000, "h1", leadlex_notes="one")) == "sent"
+    sandbox.faults(drop_after_apply_rate=1.0)
+    assert _step(rt, cid, _event("hubspot", "501", 2000, "h2", leadlex_notes="one\ntwo")) == "retry"
+    sandbox.faults(drop_after_apply_rate=0.0)
+    pipeline.ingest(rt, _event("hubspot", "501", 3000, "h3", leadlex_notes="one\ntwo\nthree"))
+    for _ in range(3):
+        pipeline.flush(rt, cid)
+    assert sandbox.contact(cid)["notes"] == "[HubSpot] one\n[HubSpot] two\n[HubSpot] three"
