@@ -87,7 +87,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 sys.path.insert(0, str(ROOT))
 
 from worker.deadletter import DeadLetters  # noqa: E402
-from worker.embedded_redis import free_port, redis_answers, redis_server_binary  # noqa: E402
+from worker.embedded_redis import free_port, redis_answers, redis_argv  # noqa: E402
 from worker.events import fingerprint  # noqa: E402
 from worker.mapping import load_mapping, map_record  # noqa: E402
 
@@ -344,28 +344,8 @@ class ChaosRedis:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [
-            redis_server_binary(),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--dir",
-            str(self.data_dir),
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            # Every write is on disk before its reply: a kill -9 loses nothing acknowledged.
-            "--appendfsync",
-            "always",
-            "--maxmemory-policy",
-            "noeviction",
-            "--protected-mode",
-            "yes",
-            "--loglevel",
-            "warning",
-        ]
+        # Every write is on disk before its reply: a kill -9 loses nothing acknowledged.
+        argv = redis_argv(self.port, self.data_dir, appendfsync="always")
         self.starts += 1
         self.proc = self.procs.start(f"redis-{self.starts}", argv, child_env({}))
         wait_until(lambda: redis_answers(self.url, 0.3) or self._dead(), 30, "redis start")

@@ -52,6 +52,24 @@ def is_loopback(url: str) -> bool:
     return host in {"127.0.0.1", "localhost", "::1"}
 
 
+def redis_argv(
+    port: int, data_dir: Path, *, appendonly: bool = True, appendfsync: str = "everysec"
+) -> list[str]:
+    """The redis-server command line we use: loopback only, AOF, no eviction."""
+    return [
+        redis_server_binary(),
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--dir", str(data_dir),
+        "--save", "",
+        "--appendonly", "yes" if appendonly else "no",
+        "--appendfsync", appendfsync,
+        "--maxmemory-policy", "noeviction",
+        "--protected-mode", "yes",
+        "--loglevel", "warning",
+    ]  # fmt: skip
+
+
 class RedisServer:
     """A redis-server child process on 127.0.0.1:`port` with AOF persistence in `data_dir`."""
 
@@ -78,27 +96,7 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Start the server and wait until it answers PING."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [
-            redis_server_binary(),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--dir",
-            str(self.data_dir),
-            "--save",
-            "",
-            "--appendonly",
-            "yes" if self.appendonly else "no",
-            "--appendfsync",
-            "everysec",
-            "--maxmemory-policy",
-            "noeviction",
-            "--protected-mode",
-            "yes",
-            "--loglevel",
-            "warning",
-        ]
+        argv = redis_argv(self.port, self.data_dir, appendonly=self.appendonly)
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
