@@ -52,30 +52,18 @@ def _safe_url(url: str) -> str:
 
 
 def _runtime(settings: Settings) -> Any:
-    """A pipeline Runtime for CLI work (dispatches through Celery, never calls LeadLex)."""
-    from worker import pipeline
+    """The workers' pipeline Runtime, for CLI work that dispatches through Celery (the CLI
+    itself never calls LeadLex)."""
     from worker.celery_app import app
-    from worker.mapping import MappingError, load_mapping
+    from worker.mapping import MappingError
+    from worker.tasks import build_runtime
 
     app.conf.broker_url = settings.redis_url
-    from worker.tasks import _dispatch_flush, _dispatch_ingest
-
     try:
-        mapping = load_mapping(settings.mapping_file, settings.default_phone_region)
+        return build_runtime(settings, _redis(settings))
     except MappingError as err:
         _fail(f"MAPPING_FILE: {err}", 2)
-
-    def no_client() -> Any:
-        raise RuntimeError("the CLI does not call LeadLex")
-
-    return pipeline.Runtime(
-        settings=settings,
-        redis=_redis(settings),
-        mapping=mapping,
-        client_factory=no_client,
-        dispatch_flush=_dispatch_flush,
-        dispatch_ingest=_dispatch_ingest,
-    )
+        raise  # unreachable
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

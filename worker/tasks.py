@@ -41,12 +41,12 @@ def _dispatch_ingest(events: list[dict[str, Any]]) -> None:
     ingest_batch.apply_async(args=[events], queue=QUEUE_INGEST)
 
 
-def build_runtime(settings: Settings) -> pipeline.Runtime:
-    """The pipeline's dependencies for this process, from settings."""
+def build_runtime(settings: Settings, client: redis.Redis | None = None) -> pipeline.Runtime:
+    """The pipeline's dependencies for this process, from settings (and a Redis client)."""
     api_key = settings.leadlex_api_key.get_secret_value() if settings.leadlex_api_key else ""
     return pipeline.Runtime(
         settings=settings,
-        redis=redis.Redis.from_url(settings.redis_url, health_check_interval=30),
+        redis=client or redis.Redis.from_url(settings.redis_url, health_check_interval=30),
         mapping=load_mapping(settings.mapping_file, settings.default_phone_region),
         client_factory=lambda: shared_client(
             settings.leadlex_base_url, api_key, settings.leadlex_timeout_seconds
