@@ -54,6 +54,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # `python bench/budget.py` puts bench/ first on the path, where bench/worker.py would shadow
 # the `worker` package: the project root goes in front.
 sys.path.insert(0, str(ROOT))
+
+from worker.devmode import venv_bin  # noqa: E402
+
 API_KEY = "wbk_bench_budget_0123456789abcdef"
 HUBSPOT_SECRET = "bench-hubspot-secret"
 PUBLIC_BASE = "https://sync.bench.test"
@@ -101,11 +104,6 @@ def naive_patch(contact_id: str, body: dict[str, str]) -> int:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-def _celery_bin() -> str:
-    candidate = Path(sys.executable).with_name("celery")
-    return str(candidate) if candidate.exists() else "celery"
-
-
 def _base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("LEADLEX_", "CELERY"))}
 
@@ -120,7 +118,7 @@ class Workers:
     def start(self, app: str, queues: str, name: str, env: dict[str, str], beat: bool) -> None:
         log_path = self.log_dir / f"{name}.log"
         argv = [
-            _celery_bin(), "-A", app, "worker", "-Q", queues, "-P", "threads", "-c", "4",
+            venv_bin("celery"), "-A", app, "worker", "-Q", queues, "-P", "threads", "-c", "4",
             "-n", f"{name}@%h", "-l", "INFO", "--without-gossip", "--without-mingle",
         ]  # fmt: skip
         if beat:

@@ -87,6 +87,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 sys.path.insert(0, str(ROOT))
 
 from worker.deadletter import DeadLetters  # noqa: E402
+from worker.devmode import venv_bin  # noqa: E402
 from worker.embedded_redis import free_port, redis_answers, redis_argv  # noqa: E402
 from worker.events import fingerprint  # noqa: E402
 from worker.mapping import load_mapping, map_record  # noqa: E402
@@ -188,11 +189,6 @@ def make_profile(args: argparse.Namespace) -> Profile:
 # ==============================================================================================
 # processes: each in its own process group (session), stopped as a group
 # ==============================================================================================
-def _bin(name: str) -> str:
-    candidate = Path(sys.executable).with_name(name)
-    return str(candidate) if candidate.exists() else name
-
-
 def child_env(extra: dict[str, str]) -> dict[str, str]:
     """The parent's environment without settings, Celery and proxy variables, plus `extra`."""
     drop_prefixes = ("LEADLEX_", "CELERY", "HUBSPOT_", "SALESFORCE_", "GENERIC_WEBHOOK")
@@ -894,7 +890,7 @@ class Workers:
         self.incarnations[slot] += 1
         name = f"worker{slot + 1}-{self.incarnations[slot]}"
         argv = [
-            _bin("celery"),
+            venv_bin("celery"),
             "-A",
             "worker",
             "worker",
@@ -926,7 +922,7 @@ class Workers:
     def start_beat(self) -> None:
         self.beats += 1
         argv = [
-            _bin("celery"),
+            venv_bin("celery"),
             "-A",
             "worker",
             "beat",
@@ -1457,7 +1453,7 @@ def link_contacts(world: World, contact_ids: list[str], env: dict[str, str], wor
         for rec in world.records:
             writer.writerow([rec.source, "", rec.object_id, contact_ids[rec.contact]])
     done = subprocess.run(
-        [_bin("leadlex-sync"), "links", "import", str(path)],
+        [venv_bin("leadlex-sync"), "links", "import", str(path)],
         env=env,
         cwd=workdir,
         capture_output=True,
@@ -1508,7 +1504,7 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
     web = procs.start(
         "receiver",
         [
-            _bin("gunicorn"),
+            venv_bin("gunicorn"),
             "-c",
             str(ROOT / "deploy" / "gunicorn.conf.py"),
             "-b",

@@ -31,7 +31,8 @@ DEV_SF_ORG = "00D000000000DEVEAA"
 DEV_SANDBOX_KEY = "wbk_dev_sandbox_key"
 
 
-def _bin(name: str) -> str:
+def venv_bin(name: str) -> str:
+    """A console script of this environment (celery, gunicorn, ...), else `name` on PATH."""
     candidate = Path(sys.executable).with_name(name)
     return str(candidate) if candidate.exists() else name
 
@@ -164,7 +165,7 @@ def run_dev(*, port: int = 8000, flower: bool = True, flower_port: int = 5555) -
         children.start(
             "web",
             [
-                _bin("gunicorn"),
+                venv_bin("gunicorn"),
                 "-c",
                 str(Path(__file__).resolve().parents[1] / "deploy" / "gunicorn.conf.py"),
                 "-b",
@@ -178,7 +179,7 @@ def run_dev(*, port: int = 8000, flower: bool = True, flower_port: int = 5555) -
         children.start(
             "worker",
             [
-                _bin("celery"),
+                venv_bin("celery"),
                 "-A",
                 "worker",
                 "worker",
@@ -196,7 +197,7 @@ def run_dev(*, port: int = 8000, flower: bool = True, flower_port: int = 5555) -
         children.start(
             "beat",
             [
-                _bin("celery"),
+                venv_bin("celery"),
                 "-A",
                 "worker",
                 "beat",
@@ -211,7 +212,7 @@ def run_dev(*, port: int = 8000, flower: bool = True, flower_port: int = 5555) -
             children.start(
                 "flower",
                 [
-                    _bin("celery"),
+                    venv_bin("celery"),
                     "-A",
                     "worker",
                     "flower",

@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -19,13 +18,9 @@ import pytest
 
 from leadlex_sandbox import SandboxConfig, SandboxServer
 from tests.integration.support import API_KEY, HUBSPOT_SECRET, PUBLIC_BASE
+from worker.devmode import venv_bin
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def celery_bin() -> str:
-    candidate = Path(sys.executable).with_name("celery")
-    return str(candidate) if candidate.exists() else "celery"
 
 
 class Sandbox:
@@ -132,7 +127,7 @@ class WorkerProcess:
 
     def start(self, timeout: float = 30.0) -> WorkerProcess:
         argv = [
-            celery_bin(), "-A", "worker", "worker", "-Q", "ingest,flush,control",
+            venv_bin("celery"), "-A", "worker", "worker", "-Q", "ingest,flush,control",
             "-P", "threads", "-c", "4", "-n", f"{self.name}@%h", "-l", "INFO",
             "--without-gossip", "--without-mingle",
         ]
