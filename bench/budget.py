@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # the `worker` package: the project root goes in front.
 sys.path.insert(0, str(ROOT))
 
-from worker.devmode import venv_bin  # noqa: E402
+from cli.devmode import venv_bin  # noqa: E402
 
 API_KEY = "wbk_bench_budget_0123456789abcdef"
 HUBSPOT_SECRET = "bench-hubspot-secret"

@@ -86,8 +86,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
+from cli.devmode import venv_bin  # noqa: E402
 from worker.deadletter import DeadLetters  # noqa: E402
-from worker.devmode import venv_bin  # noqa: E402
 from worker.embedded_redis import free_port, redis_answers, redis_argv  # noqa: E402
 from worker.events import fingerprint  # noqa: E402
 from worker.mapping import load_mapping, map_record  # noqa: E402

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Redis (the machine's, or an embedded one when none answers)."""
+"""Shared fixtures: a real Redis of the suite's own (a private redis-server it starts),
+or the one named by LLS_TEST_REDIS_URL. The suite never touches any other Redis."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ import redis
 
 from worker.embedded_redis import RedisServer, redis_answers
 
-# Each test run uses one Redis database, flushed before every test that asks for it.
-# Set LLS_TEST_REDIS_URL to run several suites side by side on one server (other db numbers).
-DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
+# Each test run uses one Redis database, flushed before every test that asks for it. By
+# default that is db 15 of a redis-server this session starts on a free loopback port; set
+# LLS_TEST_REDIS_URL only to a Redis (and db) the suite may flush.
 
 
 @pytest.fixture(scope="session")
 def redis_base_url() -> Iterator[str]:
-    """URL of a Redis that answers: LLS_TEST_REDIS_URL / 127.0.0.1:6379, else an embedded one."""
-    url = os.environ.get("LLS_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
-    if redis_answers(url):
+    """URL of the suite's Redis: LLS_TEST_REDIS_URL when set, else a private redis-server."""
+    url = os.environ.get("LLS_TEST_REDIS_URL")
+    if url:
+        if not redis_answers(url):
+            pytest.exit(f"LLS_TEST_REDIS_URL does not answer: {url}", returncode=2)
         yield url
         return
     server = RedisServer(appendonly=False).start()

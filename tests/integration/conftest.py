@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from cli.devmode import venv_bin
 from leadlex_sandbox import SandboxConfig, SandboxServer
 from tests.integration.support import API_KEY, HUBSPOT_SECRET, PUBLIC_BASE
-from worker.devmode import venv_bin
 
 ROOT = Path(__file__).resolve().parents[2]
 

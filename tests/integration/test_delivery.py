@@ -395,7 +395,7 @@ def test_leadlex_400_is_dead_lettered_other_fields_go_and_replay_applies_after_f
 ) -> None:
     """A phone LeadLex refuses (400) is dead-lettered with its details and request id, the rest
     of the PATCH still applies, and `dlq replay --all` applies it once the mapping is fixed."""
-    from worker.cli import main
+    from cli import main
 
     # A mapping copied from the Berlin office: local numbers are read as German. "30123"
     # becomes +4930123, a possible German number to us but 7 digits, which LeadLex refuses.

@@ -174,7 +174,7 @@ def test_unlinked_event_is_parked_and_replayed_after_links_import(
     monkeypatch: Any
 ) -> None:
     """An event for an unlinked record waits, then applies once `links import` links it."""
-    from worker.cli import main
+    from cli import main
 
     cid = sandbox.seed(full_name="Hedy Lamarr")
     workers()

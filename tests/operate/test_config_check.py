@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from worker.cli import main
+from cli import main
 from worker.settings import Settings
 
 SECRETS = {

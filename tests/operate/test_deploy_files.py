@@ -104,10 +104,10 @@ def assert_real_entry_point(argv: list[str]) -> None:
             assert queues is not None
             assert set(queues.split(",")) == QUEUES
     elif program == "leadlex-sync":
-        from worker.cli import main
+        from cli import main
 
         scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-        assert scripts["leadlex-sync"] == "worker.cli:main"
+        assert scripts["leadlex-sync"] == "cli:main"
         assert argv[1] in main.commands
     else:
         pytest.fail(f"unknown program {program!r}")

@@ -1,0 +1,145 @@
+"""The Runtime every stage is given, and the small pieces all stages share."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis
+
+from worker.deadletter import DeadLetters
+from worker.leadlex import (
+    LeadLexClient,
+    LeadLexError,
+    RateInfo,
+    RateLimitedError,
+)
+from worker.mapping import MappingConfig
+from worker.metrics import Metrics
+from worker.ratelimit import Budget, Circuit
+from worker.settings import Settings
+from worker.state import State
+
+log = logging.getLogger("leadlex_sync.worker")
+
+
+@dataclass
+class Runtime:
+    """Everything the pipeline needs, built once per worker process (tests build their own)."""
+
+    settings: Settings
+    redis: redis.Redis
+    mapping: MappingConfig
+    client_factory: Callable[[], LeadLexClient]
+    dispatch_flush: Callable[[str, float], None] = lambda contact, countdown: None
+    dispatch_ingest: Callable[[list[dict[str, Any]]], None] = lambda events: None
+    clock: Callable[[], float] = time.time
+    lease_seconds: float = 60.0
+    state: State = field(init=False)
+    dlq: DeadLetters = field(init=False)
+    metrics: Metrics = field(init=False)
+    budget: Budget = field(init=False)
+    circuit: Circuit = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.state = State(self.redis)
+        self.dlq = DeadLetters(self.redis)
+        self.metrics = Metrics(self.redis)
+        self.budget = Budget(
+            self.redis,
+            self.settings.rate_per_minute,
+            self.settings.daily_limit,
+            window_seconds=self.settings.leadlex_rate_window_seconds,
+            clock=self.clock,
+        )
+        self.circuit = Circuit(
+            self.redis, probe_interval=self.settings.circuit_probe_seconds, clock=self.clock
+        )
+
+    @property
+    def client(self) -> LeadLexClient:
+        return cast(LeadLexClient, _CountedClient(self.client_factory(), self.metrics))
+
+
+class _CountedClient:
+    """Counts every LeadLex call by method and status in the shared metrics."""
+
+    METHODS = {
+        "update_contact": "PATCH",
+        "get_contact": "GET",
+        "search_contacts": "GET",
+        "create_contact": "POST",
+    }
+
+    def __init__(self, client: LeadLexClient, metrics: Metrics) -> None:
+        self._client = client
+        self._metrics = metrics
+
+    def __getattr__(self, name: str) -> Any:
+        fn = getattr(self._client, name)
+        method = self.METHODS.get(name)
+        if method is None:
+            return fn
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                resp = fn(*args, **kwargs)
+            except LeadLexError as err:
+                status = str(err.status) if err.status else "no_answer"
+                self._metrics.incr("leadlex_calls", method=method, status=status)
+                raise
+            self._metrics.incr("leadlex_calls", method=method, status=str(resp.status))
+            return resp
+
+        return call
+
+
+@dataclass
+class FlushOutcome:
+    """What one flush did (returned for logs and tests)."""
+
+    outcome: str
+    fields: list[str] = field(default_factory=list)
+    status: int | None = None
+    request_id: str = ""
+    coalesced: int = 0
+
+
+# Waits for budget are re-checked at least once a lease: what blocks may end sooner than
+# it said (LeadLex's X-RateLimit-Reset arrives after the refusal; a pause is cleared), and a
+# re-check costs Redis work only, never a LeadLex call.
+_RECHECKED = frozenset({"minute", "daily", "paused", "budget"})
+
+
+def park(rt: Runtime, contact: str, until: float, reason: str) -> None:
+    wait = max(0.05, until - rt.clock())
+    if reason in _RECHECKED:
+        wait = min(wait, rt.lease_seconds)
+    rt.state.lease(contact, wait)
+    rt.metrics.incr("flushes_parked", reason=reason)
+
+
+def observe_error(rt: Runtime, err: LeadLexError) -> None:
+    if err.rate is not None:
+        rt.budget.observe(err.rate)
+    if isinstance(err, RateLimitedError):
+        rt.metrics.incr("leadlex_429")
+        rt.budget.on_rate_limited(err.rate or RateInfo())
+    elif getattr(err, "opens_circuit", False):
+        rt.circuit.open(err.code or "unauthorized", str(err))
+
+
+def budgeted_call(rt: Runtime, call: Callable[[LeadLexClient], Any]) -> Any:
+    """One resolution call under the shared budget; None when refused or failed."""
+    if not rt.budget.acquire().ok:
+        return None
+    try:
+        resp = call(rt.client)
+    except LeadLexError as err:
+        observe_error(rt, err)
+        return None
+    rt.budget.observe(resp.rate)
+    return resp
