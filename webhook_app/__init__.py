@@ -15,7 +15,6 @@ from flask import Flask
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from webhook_app.enqueue import Enqueuer
 from webhook_app.errors import register_error_handlers
 from webhook_app.health import (
     add_readiness_check,
@@ -28,6 +27,7 @@ from webhook_app.intake import EXTENSION, Receiver
 from webhook_app.signatures import whsec_key
 from webhook_app.sources import BLUEPRINTS
 from worker.celery_app import app as celery_app
+from worker.handoff import Enqueuer
 from worker.settings import Settings, SettingsError, load_settings
 
 __all__ = ["create_app"]

@@ -25,9 +25,9 @@ import redis
 from flask import Request, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from webhook_app.batch import Batch
-from webhook_app.enqueue import Enqueuer, EnqueueUnavailable
 from webhook_app.errors import ReceiverError, from_http_exception, json_error, unavailable
+from worker.batch import Batch
+from worker.handoff import Enqueuer, EnqueueUnavailable
 from worker.settings import Settings
 
 log = logging.getLogger("leadlex_sync.receiver")

@@ -176,7 +176,7 @@ def test_mixed_batch_dead_letters_the_bad_event(
 )
 def test_invalid_events_name_their_field(event: dict[str, Any], field: str) -> None:
     """Each malformed event is refused naming the field at fault."""
-    from webhook_app.batch import InvalidEvent
+    from worker.batch import InvalidEvent
 
     with pytest.raises(InvalidEvent) as err:
         parse_event(event, 0)

@@ -19,10 +19,10 @@ from typing import Any, Literal
 from flask import Blueprint, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from webhook_app.batch import Batch
 from webhook_app.errors import ReceiverError
 from webhook_app.intake import Receiver, Source, accepted_json, parse_json_body, receive
 from webhook_app.signatures import SignatureError, verify_standard_webhook
+from worker.batch import Batch
 from worker.events import ChangeEvent, Kind, fingerprint
 from worker.settings import Settings
 

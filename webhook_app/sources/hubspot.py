@@ -29,10 +29,10 @@ from typing import Any
 
 from flask import Blueprint, Request, Response
 
-from webhook_app.batch import Batch, InvalidEvent
 from webhook_app.errors import ReceiverError
 from webhook_app.intake import Receiver, Source, accepted_json, parse_json_body, receive
 from webhook_app.signatures import SignatureError, raw_request_target, verify_hubspot
+from worker.batch import Batch, InvalidEvent
 from worker.events import ChangeEvent, Changes, Kind, fingerprint
 from worker.settings import Settings
 

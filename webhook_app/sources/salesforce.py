@@ -33,9 +33,9 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 from flask import Blueprint, Request, Response
 
-from webhook_app.batch import Batch, InvalidEvent
 from webhook_app.errors import ReceiverError
 from webhook_app.intake import Receiver, Source, receive
+from worker.batch import Batch, InvalidEvent
 from worker.events import ChangeEvent, Changes, fingerprint
 from worker.settings import Settings
 

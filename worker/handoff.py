@@ -1,4 +1,7 @@
-"""Hand a parsed request to the worker: one Celery message, one Redis pipeline.
+"""Hand parsed events to the worker: one Celery message, one Redis pipeline.
+
+Every source uses this one step: the webhook receiver (webhook_app) and the pull sources
+(journal poller, CDC subscriber) alike, so an event has one way in.
 
 Order matters for invariant 1 (nothing acknowledged is lost):
 1. the events go to the broker as ONE `leadlex_sync.ingest_batch` message;
@@ -28,7 +31,7 @@ import redis
 from celery import Celery
 from kombu import pools
 
-from webhook_app.batch import Batch
+from worker.batch import Batch
 from worker.celery_app import QUEUE_INGEST
 from worker.deadletter import STREAM, DeadLetters
 from worker.metrics import Metrics
