@@ -87,6 +87,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 sys.path.insert(0, str(ROOT))
 
 from cli.devmode import venv_bin  # noqa: E402
+from worker.celery_app import QUEUE_FLUSH, QUEUE_INGEST, QUEUES  # noqa: E402
 from worker.deadletter import DeadLetters  # noqa: E402
 from worker.embedded_redis import free_port, redis_answers, redis_argv  # noqa: E402
 from worker.events import fingerprint  # noqa: E402
@@ -895,7 +896,7 @@ class Workers:
             "worker",
             "worker",
             "-Q",
-            "ingest,flush,control",
+            ",".join(QUEUES),
             "-P",
             "threads",
             "-c",
@@ -1134,8 +1135,8 @@ def backlog(client: redis.Redis) -> dict[str, int]:
     unacked = client.hvals("unacked")
     return {
         "due": int(client.zcard("lls:due")),
-        "ingest_queue": int(client.llen("ingest")),
-        "flush_queue": int(client.llen("flush")),
+        "ingest_queue": int(client.llen(QUEUE_INGEST)),
+        "flush_queue": int(client.llen(QUEUE_FLUSH)),
         "unacked_ingest": sum(1 for m in unacked if b"leadlex_sync.ingest_batch" in m),
         "intents": sum(1 for _ in client.scan_iter(match="lls:intent:*", count=1000)),
         "staged": sum(1 for _ in client.scan_iter(match="lls:stage:*", count=1000)),

@@ -13,39 +13,78 @@ import redis
 from cli.context import (
     main,
     open_redis,
+    redis_origin,
+    safe_url,
     settings_or_exit,
 )
 from worker.settings import Settings
 
+# Beat runs the pump every second; this long without a run means no beat is running.
+PUMP_SILENT_SECONDS = 30.0
+
+
+def effective_limits(settings: Settings, client: redis.Redis) -> tuple[int, int, str, str]:
+    """(per minute, daily limit, where each came from): one source each, never mixed.
+
+    The workers' own figures (published at start, worker.presence) win over this shell's
+    configuration, which may differ; the stored X-RateLimit-Limit of today (LeadLex's
+    headers) wins for the daily limit (Budget.status applies it)."""
+    from worker import presence
+
+    reported = presence.worker_limits(client)
+    if reported.get("per_minute") and reported.get("daily_limit"):
+        origin = f"the workers' configuration ({reported.get('origin', '?')})"
+        return int(reported["per_minute"]), int(reported["daily_limit"]), origin, origin
+    origin = f"this shell's configuration ({presence.limits_origin(settings)}); no worker reported"
+    return settings.rate_per_minute, settings.daily_limit, origin, origin
+
 
 def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
-    """Budget, backlog, drain forecast, pause and circuit state, as a dict."""
+    """Budget, backlog, drain forecast, queues, pump, pause and circuit state, as a dict."""
+    from worker import presence
+    from worker.celery_app import QUEUES
     from worker.deadletter import DeadLetters
-    from worker.ratelimit import Budget, Circuit
+    from worker.ratelimit import DAY_KEY, Budget, Circuit, utc_day
     from worker.state import State
 
-    budget = Budget(client, settings.rate_per_minute, settings.daily_limit).status()
+    per_minute, daily_limit, minute_from, daily_from = effective_limits(settings, client)
+    budget = Budget(client, per_minute, daily_limit).status()
+    now = time.time()
+    if client.hget(DAY_KEY.format(day=utc_day(now)), "limit") is not None:
+        daily_from = "LeadLex's rate headers today (X-RateLimit-Limit)"
     circuit = Circuit(client).state()
     state = State(client)
     backlog = state.due_count()
-    now = time.time()
+    queues = presence.queue_states(client, QUEUES, now=now)
+    stranded = presence.stranded_detail(queues)
+    pump_at = presence.pump_last_run(client)
+    pump_silent = pump_at is None or now - pump_at > PUMP_SILENT_SECONDS
     # Drain forecast: per-minute pace, but the daily quota caps what can go before reset.
     left_today = max(0, budget.daily_remaining)
     if backlog <= left_today:
-        drain_at = now + 60.0 * backlog / max(1, settings.rate_per_minute)
+        drain_at = now + 60.0 * backlog / max(1, budget.per_minute)
     else:
         rest = backlog - left_today
         days = (rest - 1) // max(1, budget.daily_limit)
         drain_at = (
             budget.reset_at
             + days * 86_400
-            + 60.0 * (rest - days * budget.daily_limit) / max(1, settings.rate_per_minute)
+            + 60.0 * (rest - days * budget.daily_limit) / max(1, budget.per_minute)
         )
     iso = lambda t: datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds") if t else None  # noqa: E731
+    # A forecast only holds while something drains the backlog.
+    not_draining = stranded or (
+        "no pump has run for over 30 s: start `celery -A worker beat`"
+        if backlog and pump_silent
+        else ""
+    )
     return {
+        "redis": {"url": safe_url(settings.redis_url), "from": redis_origin()},
         "budget": {
             "per_minute": budget.per_minute,
+            "per_minute_from": minute_from,
             "daily_limit": budget.daily_limit,
+            "daily_limit_from": daily_from,
             "daily_remaining": budget.daily_remaining,
             "minute_used": budget.minute_used,
             "reset_at": iso(budget.reset_at),
@@ -53,9 +92,16 @@ def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
         "backlog": {
             "contacts_waiting": backlog,
             "oldest_due": iso(state.oldest_due() or 0),
-            "drains_by": iso(drain_at) if backlog else None,
+            "drains_by": iso(drain_at) if backlog and not not_draining else None,
+            "not_draining": not_draining or None,
             "unlinked_records": state.count_unlinked(),
         },
+        "queues": {
+            q.name: {"messages": q.messages, "consumers": q.consumers, "stranded": q.stranded}
+            for q in queues
+        },
+        "queues_problem": stranded or None,
+        "pump_last_run": iso(pump_at) if pump_at else None,
         "paused_until": iso(budget.paused_until) if budget.paused_until > now else None,
         "pause_reason": budget.pause_reason if budget.paused_until > now else "",
         "circuit": {"open": circuit.open, "reason": circuit.reason, "detail": circuit.detail},
@@ -74,15 +120,32 @@ def status(as_json: bool) -> None:
         click.echo(json.dumps(report, indent=2))
         return
     b, q = report["budget"], report["backlog"]
+    click.echo(f"redis      {report['redis']['url']} ({report['redis']['from']})")
     click.echo(
         f"budget     {b['daily_remaining']}/{b['daily_limit']} calls left today, "
         f"{b['per_minute']}/min; resets {b['reset_at']}"
     )
+    click.echo(f"limits     per minute from {b['per_minute_from']}")
+    click.echo(f"           daily from {b['daily_limit_from']}")
     click.echo(
         f"backlog    {q['contacts_waiting']} contacts waiting"
         + (f", drains by {q['drains_by']}" if q["drains_by"] else "")
+        + (", NOT draining" if q["not_draining"] else "")
         + f"; {q['unlinked_records']} unlinked records parked"
     )
+    click.echo(
+        "queues     "
+        + ", ".join(
+            f"{name} {v['messages']} waiting ({v['consumers']} consumer"
+            f"{'' if v['consumers'] == 1 else 's'})"
+            for name, v in report["queues"].items()
+        )
+    )
+    if q["not_draining"]:
+        click.echo(f"PROBLEM    {q['not_draining']}")
+    elif report["queues_problem"]:
+        click.echo(f"PROBLEM    {report['queues_problem']}")
+    click.echo(f"pump       last ran {report['pump_last_run'] or 'never (is beat running?)'}")
     if report["paused_until"]:
         click.echo(f"paused     until {report['paused_until']} ({report['pause_reason']})")
     c = report["circuit"]

@@ -20,7 +20,10 @@ import sys as _sys
 from worker.logs import configure_logging as _configure_logging
 from worker.logs import merged_environ as _merged_environ
 from worker.logs import options_from_env as _options_from_env
+from worker.preflight import check_or_exit as _check_or_exit
 
+# The same start-up checks as every other process (one line naming the variable).
+_check_or_exit(require_leadlex=False)
 _env = _merged_environ()
 _auth = [p.strip() for p in _env.get("FLOWER_BASIC_AUTH", "").split(",") if p.strip()]
 if not _auth or not all(":" in p for p in _auth):

@@ -19,7 +19,11 @@ from typing import Any
 from gunicorn import glogging
 
 from worker.logs import access_fields, configure_logging, options_from_env
+from worker.preflight import check_or_exit as _check_or_exit
 
+# The same start-up checks as every other process, before gunicorn forks any worker: a bad
+# setting is one line naming it (exit status 2), not a traceback per worker.
+_check_or_exit(require_leadlex=False)
 _LOG_FORMAT, _LOG_LEVEL, _SECRETS = options_from_env()
 
 bind = f"0.0.0.0:{int(os.environ.get('PORT') or 8000)}"

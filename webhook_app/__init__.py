@@ -19,6 +19,7 @@ from webhook_app.errors import register_error_handlers
 from webhook_app.health import (
     add_readiness_check,
     circuit_check,
+    queues_check,
     redis_check,
     settings_check,
 )
@@ -82,6 +83,7 @@ def create_app(
     add_readiness_check(app, redis_check)
     add_readiness_check(app, settings_check)
     add_readiness_check(app, circuit_check)
+    add_readiness_check(app, queues_check)
 
     for blueprint in (*BLUEPRINTS, health_blueprint):
         app.register_blueprint(blueprint)

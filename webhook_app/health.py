@@ -5,6 +5,9 @@
   `app.extensions[READINESS_CHECKS]` (a list of callables returning a `Check`); 200 when
   all pass, else 503; the body lists each check. Built in: `redis` (PING) and `settings`
   (at least one source configured). More can be added with `add_readiness_check`.
+  A check with `required=False` reports without turning the answer 503: `queues` (a
+  queue holds messages and no worker consumes it) makes the status "degraded", since the
+  receiver itself still records events safely and must keep taking them.
 - `GET /metrics`: the shared Redis-held counters (worker.metrics.RedisCollector) as
   Prometheus text, from a fresh registry per scrape.
 """
@@ -20,7 +23,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from webhook_app.errors import unavailable
 from webhook_app.intake import current_receiver
+from worker.celery_app import QUEUES
 from worker.metrics import RedisCollector
+from worker.presence import queue_states, stranded_detail
 from worker.ratelimit import Budget, Circuit
 from worker.state import State
 
@@ -36,6 +41,7 @@ class Check:
     name: str
     ok: bool
     detail: str = ""
+    required: bool = True
 
 
 ReadinessCheck = Callable[[], Check]
@@ -83,6 +89,16 @@ def circuit_check() -> Check:
     return Check("leadlex_circuit", True, "closed")
 
 
+def queues_check() -> Check:
+    """Every product queue that holds messages has a live consumer (worker.presence)."""
+    states = queue_states(current_receiver().redis, QUEUES)
+    stranded = stranded_detail(states)
+    if stranded:
+        return Check("queues", False, stranded, required=False)
+    waiting = ", ".join(f"{s.name} {s.messages}" for s in states)
+    return Check("queues", True, f"messages waiting: {waiting}", required=False)
+
+
 def live_gauges() -> list[tuple[str, str, float]]:
     """Gauges read from the shared state at scrape time: budget, backlog, circuit."""
     receiver = current_receiver()
@@ -98,6 +114,11 @@ def live_gauges() -> list[tuple[str, str, float]]:
             "circuit_open",
             "1 while LeadLex refuses our key",
             float(Circuit(receiver.redis).is_open()),
+        ),
+        (
+            "queues_stranded",
+            "Queues holding messages that no live worker consumes",
+            float(sum(s.stranded for s in queue_states(receiver.redis, QUEUES))),
         ),
     ]
 
@@ -119,10 +140,11 @@ def healthz() -> Response:
 def readyz() -> Response:
     """Every readiness check passes (200) or not (503); the body lists each one."""
     results = [_run(check) for check in current_app.extensions.get(READINESS_CHECKS, [])]
-    ready = all(r.ok for r in results)
+    ready = all(r.ok for r in results if r.required)
+    degraded = ready and not all(r.ok for r in results)
     response = jsonify(
         {
-            "status": "ready" if ready else "not_ready",
+            "status": ("degraded" if degraded else "ready") if ready else "not_ready",
             "checks": {r.name: {"ok": r.ok, "detail": r.detail} for r in results},
         }
     )

@@ -8,6 +8,8 @@ are `SecretStr` so they never appear in a repr, a log line or an error.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +27,19 @@ from pydantic import (
 )
 
 DEFAULT_BASE_URL = "https://data.leadlex.com/functions/v1/api-gateway"
+
+# ---- newcomer: the default Redis address ------------------------------------------------
+# REDIS_URL's default. Tests (only tests) point it at a decoy server through
+# LLS_TEST_DEFAULT_REDIS_ADDRESS=host:port, to exercise "a Redis answers at the default
+# address" without touching the machine's real 127.0.0.1:6379.
+DEFAULT_REDIS_ADDRESS = "127.0.0.1:6379"
+TEST_DEFAULT_REDIS_VAR = "LLS_TEST_DEFAULT_REDIS_ADDRESS"
+
+
+def default_redis_url() -> str:
+    """REDIS_URL when it is not set: db 0 of the Redis at the default address."""
+    return f"redis://{os.environ.get(TEST_DEFAULT_REDIS_VAR) or DEFAULT_REDIS_ADDRESS}/0"
+
 
 # LeadLex plans (reference/leadlex-api.md §3): (per minute, per day).
 PLANS: dict[str, tuple[int, int]] = {
@@ -59,7 +74,7 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
-    redis_url: str = Field("redis://127.0.0.1:6379/0", alias="REDIS_URL")
+    redis_url: str = Field(default_factory=default_redis_url, alias="REDIS_URL")
     leadlex_api_key: SecretStr | None = Field(None, alias="LEADLEX_API_KEY")
     leadlex_base_url: str = Field(DEFAULT_BASE_URL, alias="LEADLEX_BASE_URL")
     leadlex_plan: Literal["starter", "pro", "org"] | None = Field(None, alias="LEADLEX_PLAN")
@@ -120,8 +135,26 @@ class Settings(BaseModel):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
+        # Everything redis-py and kombu would trip on later, checked here so every process
+        # stops at start with this one line (never echo the URL: it may hold a password).
+        parts = urlsplit(value.strip())
+        if parts.scheme not in {"redis", "rediss", "unix"}:
             raise ValueError("must start with redis://, rediss:// or unix://")
+        if parts.scheme == "unix":
+            if not parts.path:
+                raise ValueError("unix:// needs a socket path")
+            return value
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("the port must be a number from 1 to 65535") from None
+        if port == 0:
+            raise ValueError("the port must be a number from 1 to 65535")
+        if not parts.hostname:
+            raise ValueError("needs a host, e.g. redis://127.0.0.1:6379/0")
+        db = parts.path.strip("/")
+        if db and not (db.isdigit() and int(db) < 2**31):
+            raise ValueError("the database after the last / must be a number, e.g. /0")
         return value
 
     @field_validator("leadlex_base_url", "public_base_url")
@@ -150,6 +183,13 @@ class Settings(BaseModel):
         for part in value.get_secret_value().split():
             if not part.startswith("whsec_"):
                 raise ValueError("each secret must start with whsec_ (space-separated to rotate)")
+            encoded = part.removeprefix("whsec_")
+            try:
+                key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("secret is not base64 after whsec_") from None
+            if not key:
+                raise ValueError("secret is empty after whsec_")
         return value
 
     @field_validator("default_phone_region")

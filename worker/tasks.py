@@ -10,20 +10,32 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from typing import Any
 
 import redis
 from celery import Task
-from celery.signals import setup_logging, worker_init, worker_process_init
+from celery.signals import (
+    beat_init,
+    heartbeat_sent,
+    setup_logging,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 
-from worker import pipeline
-from worker.celery_app import QUEUE_FLUSH, QUEUE_INGEST, app, visibility_timeout
+from worker import pipeline, presence
+from worker.celery_app import (
+    HOUSEKEEPING_TASKS,
+    QUEUE_FLUSH,
+    QUEUE_INGEST,
+    app,
+    visibility_timeout,
+)
 from worker.events import ChangeEvent
 from worker.leadlex import shared_client
 from worker.logs import setup_celery_logging
-from worker.mapping import MappingError, load_mapping
-from worker.settings import Settings, SettingsError, load_settings
+from worker.mapping import load_mapping
+from worker.settings import Settings, load_settings
 
 log = logging.getLogger("leadlex_sync.worker")
 # One log shape for Celery workers and beat (JSON in production, see worker/logs.py).
@@ -66,16 +78,68 @@ def runtime() -> pipeline.Runtime:
     return _runtime
 
 
-@worker_init.connect
-def on_worker_init(**_: Any) -> None:
-    """Validate settings and the mapping file before the worker takes any message."""
+# Settings and the mapping file are validated before a worker or beat starts by the app's
+# loader (worker.preflight.Loader): one line naming the variable, exit status 2.
+
+# ---- presence: which queues have a live consumer (worker.presence) ----------------------
+_presence: dict[str, Any] = {}
+
+
+def _presence_client() -> redis.Redis:
+    client = _presence.get("client")
+    if client is None:
+        url = load_settings(require_leadlex=False).redis_url
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        _presence["client"] = client
+    return client
+
+
+@worker_ready.connect
+def on_worker_ready(sender: Any = None, **_: Any) -> None:
+    """Announce the queues this worker consumes and the limits it runs with."""
     try:
+        queues = [q.name for q in sender.task_consumer.queues]
+        _presence.update(hostname=str(sender.hostname), queues=queues)
         settings = load_settings()
-        load_mapping(settings.mapping_file, settings.default_phone_region)
-    except (SettingsError, MappingError) as err:
-        print(f"leadlex-sync: {err}", file=sys.stderr)
-        sys.stderr.flush()
-        os._exit(2)
+        client = _presence_client()
+        presence.announce(client, _presence["hostname"], queues)
+        presence.record_limits(
+            client,
+            settings.rate_per_minute,
+            settings.daily_limit,
+            presence.limits_origin(settings),
+        )
+    except Exception:
+        log.warning("could not announce this worker's queues", exc_info=True)
+
+
+@heartbeat_sent.connect
+def on_heartbeat(**_: Any) -> None:
+    """Every Celery heartbeat (2 s) keeps this worker's queue entries alive."""
+    if "queues" not in _presence:
+        return
+    try:
+        presence.announce(_presence_client(), _presence["hostname"], _presence["queues"])
+    except redis.RedisError:
+        log.debug("presence heartbeat failed", exc_info=True)
+
+
+@worker_shutdown.connect
+def on_worker_shutdown(**_: Any) -> None:
+    if "queues" not in _presence:
+        return
+    try:
+        presence.withdraw(_presence_client(), _presence["hostname"], _presence["queues"])
+    except redis.RedisError:
+        log.debug("presence withdraw failed", exc_info=True)
+
+
+@beat_init.connect
+def on_beat_init(sender: Any = None, **_: Any) -> None:
+    """Beat sends only housekeeping: no "task-sent" events for it (Flower's task list)."""
+    entries = getattr(app.conf, "beat_schedule", {}) or {}
+    if all(entry.get("task") in HOUSEKEEPING_TASKS for entry in entries.values()):
+        app.conf.task_send_sent_event = False
 
 
 @worker_process_init.connect
@@ -125,11 +189,13 @@ def flush_contact(self: Task, contact: str) -> str:
     return pipeline.flush(runtime(), contact).outcome
 
 
-@app.task(name="leadlex_sync.pump", base=_Task, bind=True)
+# Housekeeping every second: no task events, so Flower lists the syncs people came to see.
+@app.task(name="leadlex_sync.pump", base=_Task, bind=True, send_events=False)
 def pump(self: Task) -> int:
     """Periodic (beat, every second): dispatch due flushes, probe an open circuit, and
     enqueue again acknowledged events the broker lost."""
     rt = runtime()
+    presence.pump_ran(rt.redis)
     dispatched = pipeline.pump(rt)
     pipeline.recover_lost(rt)
     return dispatched

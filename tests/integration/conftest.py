@@ -19,6 +19,7 @@ import pytest
 from cli.devmode import venv_bin
 from leadlex_sandbox import SandboxConfig, SandboxServer
 from tests.integration.support import API_KEY, HUBSPOT_SECRET, PUBLIC_BASE
+from worker.celery_app import QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,8 +118,17 @@ def worker_env(redis_url: str, sandbox: Sandbox, **overrides: str) -> dict[str, 
 class WorkerProcess:
     """A `celery -A worker worker` subprocess (threads pool: SIGKILL takes all of it)."""
 
-    def __init__(self, env: dict[str, str], name: str, *, beat: bool, log_dir: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        name: str,
+        *,
+        beat: bool,
+        log_dir: Path,
+        queues: tuple[str, ...] | None = QUEUES,
+    ) -> None:
         self.env = env
+        self.queues = queues
         self.name = name
         self.beat = beat
         self.log_path = log_dir / f"{name}.log"
@@ -127,7 +137,8 @@ class WorkerProcess:
 
     def start(self, timeout: float = 30.0) -> WorkerProcess:
         argv = [
-            venv_bin("celery"), "-A", "worker", "worker", "-Q", "ingest,flush,control",
+            venv_bin("celery"), "-A", "worker", "worker",
+            *(["-Q", ",".join(self.queues)] if self.queues is not None else []),
             "-P", "threads", "-c", "4", "-n", f"{self.name}@%h", "-l", "INFO",
             "--without-gossip", "--without-mingle",
         ]
@@ -181,12 +192,20 @@ def workers(
     started: list[WorkerProcess] = []
     tmp = Path(tempfile.mkdtemp(prefix="lls-workers-"))
 
-    def start(name: str | None = None, *, beat: bool | None = None, **env: str) -> WorkerProcess:
+    def start(
+        name: str | None = None,
+        *,
+        beat: bool | None = None,
+        queues: tuple[str, ...] | None = QUEUES,
+        **env: str,
+    ) -> WorkerProcess:
+        """`queues=None` starts the plain `celery -A worker worker` (no -Q)."""
         proc = WorkerProcess(
             worker_env(redis_url, sandbox, **env),
             name or f"w{len(started) + 1}",
             beat=(not started) if beat is None else beat,
             log_dir=tmp,
+            queues=queues,
         )
         started.append(proc)
         return proc.start()

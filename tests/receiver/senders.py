@@ -17,6 +17,7 @@ from webhook_app.signatures import (
     standard_webhooks_signature,
     whsec_key,
 )
+from worker.celery_app import QUEUE_INGEST
 from worker.settings import Settings, load_settings
 
 PAYLOADS = Path(__file__).resolve().parent.parent / "payloads"
@@ -124,7 +125,7 @@ def dumps(value: Any) -> bytes:
 def ingest_batches(client: redis.Redis) -> list[list[dict[str, Any]]]:
     """The event lists of every `leadlex_sync.ingest_batch` message on the `ingest` queue."""
     batches = []
-    for raw in reversed(client.lrange("ingest", 0, -1)):  # LPUSH: newest first
+    for raw in reversed(client.lrange(QUEUE_INGEST, 0, -1)):  # LPUSH: newest first
         message = json.loads(raw)
         assert message["headers"]["task"] == "leadlex_sync.ingest_batch"
         args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))

@@ -25,6 +25,7 @@ from tests.receiver.senders import (
 )
 from webhook_app import create_app
 from webhook_app.sources.hubspot import parse_event
+from worker.celery_app import QUEUE_INGEST
 from worker.deadletter import DeadLetters
 from worker.events import ChangeEvent, fingerprint
 from worker.metrics import Metrics
@@ -52,7 +53,7 @@ def test_valid_batch_is_one_message_with_every_event(
     }
     [batch] = ingest_batches(redis_client)
     assert len(batch) == 100
-    headers = json.loads(redis_client.lindex("ingest", 0))["headers"]
+    headers = json.loads(redis_client.lindex(QUEUE_INGEST, 0))["headers"]
     assert headers["argsrepr"] == "[<100 hubspot change events>]"  # no contact data in Flower
     first = ChangeEvent.from_dict(batch[0])
     assert first.source == "hubspot"
