@@ -30,7 +30,7 @@ import httpx
 
 from cli.context import DEV_ENV_NAME, RUN_DIR_NAME
 from worker.embedded_redis import RedisServer, free_port, port_in_use, redis_answers
-from worker.settings import DEFAULT_REDIS_ADDRESS, SettingsError, default_redis_url, load_settings
+from worker.settings import DEFAULT_REDIS_ADDRESS, SettingsError, default_redis_url
 
 DEV_HUBSPOT_SECRET = "dev-hubspot-client-secret"  # noqa: S105 - dev mode only, printed on purpose
 DEV_GENERIC_SECRET = "whsec_ZGV2LWdlbmVyaWMtc2VjcmV0LTAxMjM0NTY3"  # noqa: S105 - dev only
@@ -136,8 +136,11 @@ def write_dev_env(run_dir: Path, values: dict[str, str]) -> Path:
 
 def run_dev(*, port: int | None = None, flower: bool = True, flower_port: int | None = None) -> int:
     """Start everything, print how to use it, and wait for Ctrl-C. Returns an exit code."""
+    from worker.preflight import check
+
     try:
-        settings = load_settings(require_leadlex=False)
+        # What every child checks at start (settings, mapping file), before starting any.
+        settings = check(require_leadlex=False)
     except SettingsError as err:
         print(f"leadlex-sync: {err}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from worker.settings import default_redis_url, load_settings
 
@@ -72,7 +72,7 @@ app.conf.update(
     worker_send_task_events=True,
     task_send_sent_event=True,
     # Every queue the product uses: `celery -A worker worker` without -Q consumes them all.
-    task_queues=[Queue(name, routing_key=name) for name in QUEUES],
+    task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
     task_default_queue=QUEUE_INGEST,
     task_routes={
         "leadlex_sync.ingest_batch": {"queue": QUEUE_INGEST},
