@@ -159,6 +159,14 @@ def run_dev(*, port: int | None = None, flower: bool = True, flower_port: int | 
                 file=sys.stderr,
             )
             return 2
+    explicit_redis = "redis_url" in settings.model_fields_set
+    if explicit_redis and not redis_answers(settings.redis_url):
+        print(
+            "leadlex-sync: REDIS_URL: Redis does not answer there; start it, or unset "
+            "REDIS_URL (environment and .env) to let dev mode run its own",
+            file=sys.stderr,
+        )
+        return 2
     run_dir = Path.cwd() / RUN_DIR_NAME
     run_dir.mkdir(parents=True, exist_ok=True)
     dev_env = run_dir / DEV_ENV_NAME
@@ -174,15 +182,8 @@ def run_dev(*, port: int | None = None, flower: bool = True, flower_port: int | 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        if "redis_url" in settings.model_fields_set:
+        if explicit_redis:
             redis_url = settings.redis_url
-            if not redis_answers(redis_url):
-                print(
-                    "leadlex-sync: REDIS_URL: Redis does not answer there; start it, or unset "
-                    "REDIS_URL (environment and .env) to let dev mode run its own",
-                    file=sys.stderr,
-                )
-                return 2
             print("• Redis: using the server at REDIS_URL")
         else:
             redis_server = RedisServer(data_dir=run_dir / "redis").start()

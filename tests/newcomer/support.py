@@ -27,7 +27,8 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in names and not k.startswith(("LLS_", "CELERY", "FLOWER_", "VIRTUAL_ENV"))
+        if k not in names
+        and not k.startswith(("LLS_", "CELERY", "FLOWER_", "VIRTUAL_ENV"))
         and k not in {"PORT", "SANDBOX_PORT", "PYTHONPATH"}
     }
     env.update(extra)
@@ -124,7 +125,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: floa
     while time.monotonic() < deadline:
         try:
             last = predicate()
-        except Exception as exc:  # noqa: BLE001 - keep polling; report the last failure
+        except Exception as exc:
             last = exc
         if last and not isinstance(last, Exception):
             return last

@@ -104,10 +104,12 @@ def test_readme_from_a_clean_clone_with_another_apps_redis_at_the_default_addres
             flower = f"http://127.0.0.1:{ports['FLOWER_PORT']}/api/tasks"
             names = wait_for(
                 lambda: (
-                    {t["name"] for t in httpx.get(flower, timeout=5).json().values()}
-                    >= {"leadlex_sync.ingest_batch", "leadlex_sync.flush_contact"}
-                )
-                and {t["name"] for t in httpx.get(flower, timeout=5).json().values()},
+                    (
+                        {t["name"] for t in httpx.get(flower, timeout=5).json().values()}
+                        >= {"leadlex_sync.ingest_batch", "leadlex_sync.flush_contact"}
+                    )
+                    and {t["name"] for t in httpx.get(flower, timeout=5).json().values()}
+                ),
                 timeout=60,
             )
             time.sleep(2)  # two more pump runs
