@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from celery.loaders.app import AppLoader
 
@@ -46,3 +47,10 @@ class Loader(AppLoader):
     def on_worker_init(self) -> None:
         check_or_exit(require_leadlex=True)
         super().on_worker_init()
+
+    def import_default_modules(self) -> Any:
+        # Flower (with or without --conf) and other celery commands load the task modules
+        # through here; worker and beat were checked in init_worker just before.
+        if not self.worker_initialized:
+            check_or_exit(require_leadlex=False)
+        return super().import_default_modules()

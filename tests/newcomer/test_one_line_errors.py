@@ -23,6 +23,7 @@ PROCESSES = {
     "beat": [str(BIN / "celery"), "-A", "worker", "beat"],
     "flower": [str(BIN / "celery"), "-A", "worker", "flower",
                f"--conf={ROOT / 'deploy/flowerconfig.py'}"],
+    "flower-plain": [str(BIN / "celery"), "-A", "worker", "flower", "--port=0"],
     "cli": [str(BIN / "leadlex-sync"), "status"],
     "config-check": [str(BIN / "leadlex-sync"), "config", "check"],
 }  # fmt: skip
