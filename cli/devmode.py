@@ -186,7 +186,11 @@ def run_dev(*, port: int | None = None, flower: bool = True, flower_port: int | 
             redis_url = settings.redis_url
             print("• Redis: using the server at REDIS_URL")
         else:
-            redis_server = RedisServer(data_dir=run_dir / "redis").start()
+            try:
+                redis_server = RedisServer(data_dir=run_dir / "redis").start()
+            except RuntimeError as err:  # no binary, or it would not start: one line
+                print(f"leadlex-sync: embedded Redis: {err}", file=sys.stderr)
+                return 1
             redis_url = redis_server.url
             note = ""
             if redis_answers(default_redis_url(), timeout=0.3):
