@@ -136,10 +136,10 @@ def on_worker_shutdown(**_: Any) -> None:
 
 @beat_init.connect
 def on_beat_init(sender: Any = None, **_: Any) -> None:
-    """Beat sends only housekeeping: no "task-sent" events for it (Flower's task list)."""
-    entries = getattr(app.conf, "beat_schedule", {}) or {}
-    if all(entry.get("task") in HOUSEKEEPING_TASKS for entry in entries.values()):
-        app.conf.task_send_sent_event = False
+    """Beat sends periodic housekeeping: no "task-sent" events for it, so it does not fill
+    Flower's task list (a periodic task that should show there still reports from the
+    worker unless it is in HOUSEKEEPING_TASKS, which also run with send_events=False)."""
+    app.conf.task_send_sent_event = False
 
 
 @worker_process_init.connect
@@ -190,7 +190,12 @@ def flush_contact(self: Task, contact: str) -> str:
 
 
 # Housekeeping every second: no task events, so Flower lists the syncs people came to see.
-@app.task(name="leadlex_sync.pump", base=_Task, bind=True, send_events=False)
+@app.task(
+    name="leadlex_sync.pump",
+    base=_Task,
+    bind=True,
+    send_events="leadlex_sync.pump" not in HOUSEKEEPING_TASKS,
+)
 def pump(self: Task) -> int:
     """Periodic (beat, every second): dispatch due flushes, probe an open circuit, and
     enqueue again acknowledged events the broker lost."""
