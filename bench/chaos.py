@@ -87,6 +87,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 sys.path.insert(0, str(ROOT))
 
 from cli.devmode import venv_bin  # noqa: E402
+from worker.crm_events.hubspot import change_fingerprint as hubspot_change_fingerprint  # noqa: E402
 from worker.deadletter import DeadLetters  # noqa: E402
 from worker.embedded_redis import free_port, redis_answers, redis_argv  # noqa: E402
 from worker.events import fingerprint  # noqa: E402
@@ -565,15 +566,8 @@ class World:
                     "propertyValue": value,
                     "changeSource": "CRM_UI",
                 }
-                fp = fingerprint(
-                    "hubspot",
-                    str(PORTAL),
-                    str(SUBSCRIPTION_ID),
-                    str(self.event_ids),
-                    ts,
-                    "contact.propertyChange",
-                    rec.object_id,
-                    prop,
+                fp = hubspot_change_fingerprint(
+                    str(PORTAL), "contact", "update", rec.object_id, ts, {prop: value}
                 )
                 out.append(self._event(rec, ts, {prop: value}, fp, payload))
             return out
