@@ -95,3 +95,53 @@ def project(
                 + ", ".join([f"+{p}" for p in added] + [f"-{p}" for p in removed])
             )
     click.echo(f"next: cd {directory} && hs project upload   (then hs project deploy)")
+
+
+@hubspot.command("subscribe")
+@click.option("--dry-run", is_flag=True, help="Print the subscriptions; change nothing.")
+def subscribe(dry_run: bool) -> None:
+    """Create or update the Webhooks Journal subscriptions the active mapping needs.
+
+    Needs HUBSPOT_CLIENT_ID and HUBSPOT_CLIENT_SECRET (HUBSPOT_API_BASE_URL for a
+    simulator). Run it again after changing the mapping.
+    """
+    import json
+
+    import httpx
+
+    from pull_sources.hubspot_journal.api import JournalClient, JournalError, JournalRetryable
+    from pull_sources.hubspot_journal.subscriptions import wanted_subscriptions
+    from worker.mapping import MappingError, load_mapping
+
+    settings = settings_or_exit()
+    try:
+        mapping = load_mapping(settings.mapping_file, settings.default_phone_region)
+    except MappingError as err:
+        fail(f"MAPPING_FILE: {err}", 2)
+        raise  # unreachable
+    portals = settings.hubspot_portal_ids
+    wanted = wanted_subscriptions(mapping, portals[0] if len(portals) == 1 else None)
+    if dry_run:
+        click.echo(json.dumps(wanted, indent=2))
+        return
+    if not settings.hubspot_client_id or settings.hubspot_client_secret is None:
+        fail("HUBSPOT_CLIENT_ID and HUBSPOT_CLIENT_SECRET: both required to subscribe", 2)
+        raise AssertionError  # unreachable
+    with httpx.Client(timeout=settings.hubspot_journal_timeout_seconds) as http:
+        client = JournalClient(
+            http,
+            settings.hubspot_api_base_url,
+            settings.hubspot_client_id,
+            settings.hubspot_client_secret.get_secret_value(),
+        )
+        try:
+            for body in wanted:
+                answer = client.upsert_subscription(body)
+                props = ",".join(answer.get("properties") or []) or "-"
+                click.echo(
+                    f"subscription {answer.get('id')}: {answer.get('subscriptionType')} "
+                    f"{answer.get('objectTypeId')} {','.join(answer.get('actions') or [])} "
+                    f"properties={props}"
+                )
+        except (JournalError, JournalRetryable) as err:
+            fail(f"HubSpot: {err}", 1)

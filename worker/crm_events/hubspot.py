@@ -211,3 +211,10 @@ def change_fingerprint(
         ",".join(sorted(merged_ids)),
         *extra,
     )
+
+
+# Field readers other HubSpot formats (the Webhooks Journal) share with the webhook parser.
+read_id = _id
+read_epoch_ms = _epoch_ms
+property_text = _text
+merge_target = _merge
