@@ -310,6 +310,8 @@ def create_app(state: HubSpotSandboxState) -> Flask:
             try:
                 with state.lock:
                     state.config.update(knobs)
+                    if "seed" in knobs:
+                        state.rng.seed(knobs["seed"])
                     if fmt is not None:
                         if fmt not in FORMATS:
                             raise ConfigError(f"format: expected one of {sorted(FORMATS)}")
