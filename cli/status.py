@@ -65,6 +65,9 @@ def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
     }
 
 
+GAP_ALERT_SECONDS = 7 * 86_400  # an expired journal offset is reported for a week
+
+
 def sources_report(settings: Settings, client: redis.Redis, now: float) -> dict[str, Any]:
     """Each source's lag, the HubSpot journal's position, and alert lines (hubspot-2026)."""
     from pull_sources.hubspot_journal.position import journal_statuses
@@ -96,7 +99,7 @@ def sources_report(settings: Settings, client: redis.Redis, now: float) -> dict[
                 "last_error": js.last_error,
             }
         )
-        if js.gaps:
+        if js.gaps and now - js.last_gap_at < GAP_ALERT_SECONDS:
             alerts.append(
                 f"HubSpot journal ({js.scope}): offset expired {js.gaps} time(s), last at "
                 f"{iso(js.last_gap_at)}; changes older than the journal's 3 days may be "
