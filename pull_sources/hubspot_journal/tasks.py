@@ -21,7 +21,7 @@ _runtime: tuple[int, PollRuntime] | None = None
 
 def lease_seconds(settings: Settings) -> float:
     """How long one poll may hold the journal (a killed poller delays the next this long)."""
-    return max(30.0, 3 * settings.hubspot_journal_poll_seconds)
+    return max(10.0, 3 * settings.hubspot_journal_poll_seconds)
 
 
 def build_poll_runtime(settings: Settings, client: redis.Redis | None = None) -> PollRuntime:

@@ -8,7 +8,9 @@ hours and its push retries give up; `both` delivers every change once after rest
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -284,3 +286,49 @@ def test_outage_longer_than_push_retries(
     status = Metrics(redis_client)
     assert status.value("journal_gaps") == 0
     assert status.value("dead_lettered", reason="invalid_event") == 0
+
+
+def test_poller_killed_mid_batch_loses_and_repeats_nothing(
+    hubspot: HubSpot,
+    sandbox: Sandbox,
+    redis_url: str,
+    workers: Callable[..., WorkerProcess],
+) -> None:
+    """SIGKILL the worker running the poller (beat included) while it downloads a batch,
+    three times: every change still reaches LeadLex, no notes line twice, no value twice."""
+    env = {**journal_env(hubspot, "journal"), "HUBSPOT_JOURNAL_BATCH_SIZE": "10"}
+    subscribe(hubspot, env)
+    sandbox.configure(expose_notes=True)
+    contacts = seed_linked(sandbox, redis_url, 10, 801)
+    hubspot.configure(download_delay_ms=150)  # a batch of 10 entries takes ~1.5 s
+    for step in range(60):  # 60 entries, 120 changes: 6 notes lines + 6 titles per record
+        out = []
+        for k in range(2):
+            n = step * 2 + k
+            oid = 801 + n % 10
+            version = n // 10  # 0..11
+            lines = "\n".join(f"line {oid}-{v}" for v in range(version // 2 + 1))
+            props = {"jobtitle": f"T{oid}-{version}"} if version % 2 else {"leadlex_notes": lines}
+            out.append({"objectId": oid, "properties": props})
+        hubspot.record(*out)
+    rng = random.Random(12)
+    worker = workers(beat=True, **env)
+    for _ in range(3):
+        seen = hubspot.stats().get("downloads", 0)
+        wait_for(lambda s=seen: hubspot.stats().get("downloads", 0) > s, 60)  # this poller reads
+        time.sleep(rng.uniform(0.2, 0.8))  # mid-batch: downloads are in flight
+        worker.kill()
+        worker = workers(beat=True, **env)
+
+    def arrived() -> bool:
+        return all(sandbox.contact(c)["job_title"] == f"T{o}-11" for o, c in contacts.items())
+
+    wait_for(arrived, 180, interval=1.0)
+    assert hubspot.stats()["downloads"] > 60  # some entries were read again after a kill
+    for oid, contact in contacts.items():
+        notes = sandbox.contact(contact)["notes"] or ""
+        for v in range(6):
+            assert notes.count(f"line {oid}-{v}") == 1, (oid, v, notes)
+        titles = [p["body"].get("job_title") for p in sandbox.patches(contact)]
+        titles = [t for t in titles if t]
+        assert len(titles) == len(set(titles)), titles
