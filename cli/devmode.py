@@ -89,7 +89,9 @@ def demo_links(contacts: list[dict[str, Any]]) -> list[tuple[str, str, str, str]
     return rows
 
 
-def run_dev(*, port: int = 8000, flower: bool = True, flower_port: int = 5555) -> int:
+def run_dev(
+    *, port: int = 8000, flower: bool = True, flower_port: int = 5555, hubspot: str | None = None
+) -> int:
     """Start everything, print how to use it, and wait for Ctrl-C. Returns an exit code."""
     try:
         settings = load_settings(require_leadlex=False)
@@ -152,6 +154,11 @@ def run_dev(*, port: int = 8000, flower: bool = True, flower_port: int = 5555) -
         env.setdefault("SALESFORCE_ORG_IDS", DEV_SF_ORG)
         env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
         env.setdefault("COALESCE_SECONDS", "2")
+        from cli.devmode_hubspot import start_hubspot_dev
+
+        hubspot_lines = start_hubspot_dev(hubspot, env, children, port)
+        if hubspot_lines is None:
+            return 1
 
         if seeded:
             import redis as redis_lib
@@ -238,6 +245,8 @@ def run_dev(*, port: int = 8000, flower: bool = True, flower_port: int = 5555) -
             print("  Demo contacts in the simulator (linked to HubSpot records 101, 102, ...):")
             for i, c in enumerate(seeded):
                 print(f"    hubspot {101 + i:<4} -> {c['id']}  {c.get('full_name', '')}")
+        for line in hubspot_lines:
+            print(line)
         print()
         print("Send a signed sample change, then watch the contact change:")
         print(f"  .venv/bin/leadlex-sync send-sample hubspot --url {base}")

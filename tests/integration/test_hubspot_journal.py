@@ -8,10 +8,16 @@ hours and its push retries give up; `both` delivers every change once after rest
 
 from __future__ import annotations
 
+import os
 import random
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -332,3 +338,51 @@ def test_poller_killed_mid_batch_loses_and_repeats_nothing(
         titles = [p["body"].get("job_title") for p in sandbox.patches(contact)]
         titles = [t for t in titles if t]
         assert len(titles) == len(set(titles)), titles
+
+
+def test_dev_mode_with_the_hubspot_simulator_in_both_modes(tmp_path: Path) -> None:
+    """`leadlex-sync dev --hubspot both`: a change made in the HubSpot simulator reaches the
+    LeadLex simulator (webhook and journal), and Ctrl-C stops everything cleanly."""
+    port, sandbox_port, hs_port, dead_redis = free_port(), free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LEADLEX_", "HUBSPOT_"))}
+    env.update(
+        REDIS_URL=f"redis://127.0.0.1:{dead_redis}/0",
+        SANDBOX_PORT=str(sandbox_port),
+        HUBSPOT_SANDBOX_PORT=str(hs_port),
+        PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+        LOG_FORMAT="json",
+    )
+    cli = str(Path(sys.executable).with_name("leadlex-sync"))
+    out_path = tmp_path / "dev.out"
+    with out_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [cli, "dev", "--port", str(port), "--no-flower", "--hubspot", "both"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(lambda: b"leadlex-sync is running" in out_path.read_bytes(), 90)
+            text = out_path.read_text()
+            assert f"HubSpot simulator   http://127.0.0.1:{hs_port}  (mode: both)" in text
+            match = re.search(r"hubspot 101\s+-> (\S+)", text)
+            assert match, text
+            answer = httpx.post(
+                f"http://127.0.0.1:{hs_port}/_hubspot/changes",
+                json={"changes": [{"objectId": 101, "properties": {"jobtitle": "Dev Counsel"}}]},
+                timeout=30,
+            ).json()
+            assert answer["deliveries"] == {"delivered": 1}
+            assert answer["offset"]
+            contact = f"http://127.0.0.1:{sandbox_port}/_sandbox/contacts/{match.group(1)}"
+            wait_for(
+                lambda: httpx.get(contact, timeout=5).json()["data"]["job_title"] == "Dev Counsel",
+                60,
+            )
+            stats = f"http://127.0.0.1:{hs_port}/_hubspot/stats"
+            wait_for(lambda: httpx.get(stats, timeout=5).json().get("downloads", 0) >= 1, 60)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=60)
+    assert code == 0
