@@ -189,3 +189,32 @@ def test_fault_knobs_answer_429_and_5xx(hubspot: HubSpot, journal_client: Journa
     with pytest.raises(JournalRetryable):
         journal_client.earliest(1)
     assert journal_client.earliest(1) == []
+
+
+def test_token_is_refreshed_before_it_expires(hubspot: HubSpot) -> None:
+    """With 80% of its lifetime gone the client fetches a new token before using it again."""
+    now = [0.0]
+    with httpx.Client() as http:
+        client = JournalClient(http, hubspot.url, CLIENT_ID, CLIENT_SECRET, clock=lambda: now[0])
+        first = client.token()
+        now[0] = 1800 * 0.7
+        assert client.token() == first
+        now[0] = 1800 * 0.85
+        assert client.token() != first
+        assert client.tokens_fetched == 2
+
+
+def test_local_journal_shows_one_accounts_entries(
+    hubspot: HubSpot, journal_client: JournalClient
+) -> None:
+    """The local journal with installPortalId lists only that account; the global one all."""
+    subscribe_all(journal_client)
+    hubspot.record({"objectId": 1, "portalId": 111, "properties": {"jobtitle": "A"}})
+    hubspot.record({"objectId": 2, "portalId": 222, "properties": {"jobtitle": "B"}})
+    with httpx.Client() as http:
+        local = JournalClient(
+            http, hubspot.url, CLIENT_ID, CLIENT_SECRET, scope="local", install_portal_id="222"
+        )
+        [pointer] = local.earliest(10)
+        assert local.download(pointer)["journalEvents"][0]["portalId"] == 222
+    assert len(journal_client.earliest(10)) == 2
