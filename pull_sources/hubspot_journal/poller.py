@@ -12,7 +12,9 @@
 4. repeat until the tip or the time budget. A download that fails stops the run at the
    entry before it (nothing is skipped: the next poll reads it again with a fresh URL);
    an expired offset (404) restarts from the earliest entry, counts a gap
-   (`leadlex_sync_journal_gaps_total`), and `status` shows an alert line.
+   (`leadlex_sync_journal_gaps_total`), and `status` shows an alert line, unless the
+   poller was at the tip within QUIET_TIP_SECONDS (the offset aged out of a journal
+   that was quiet for three days: nothing after it was published, so nothing missed).
 
 Crash safety: killed before `submit` returned, nothing moved; killed between `submit` and
 `advance`, the next poll hands the same events over again and the fingerprint ledger
@@ -44,6 +46,9 @@ from worker.metrics import Metrics
 
 log = logging.getLogger("leadlex_sync.hubspot_journal")
 
+# An expired offset is a gap unless the poller was at the tip this recently (a quiet
+# journal: nothing newer was published for three days, so nothing was missed).
+QUIET_TIP_SECONDS = 600.0
 SOURCE_LABEL = "hubspot_journal"  # metrics / dead letters; the events' source stays "hubspot"
 
 
@@ -147,6 +152,15 @@ def _poll(rt: PollRuntime, token: str, deadline: float, result: PollResult) -> P
         try:
             pointers = _read(rt, offset)
         except OffsetExpired:
+            status = pos.status()
+            if status is not None and rt.wall() - status.tip_at < QUIET_TIP_SECONDS:
+                # We were at the tip moments ago, so every entry after our offset is still
+                # unread and kept: the offset merely aged out of a quiet journal. No gap.
+                if not pos.advance(token, rt.lease_seconds, EARLIEST, 0, 0, 0):
+                    result.outcome = "lost_lease"
+                    return result
+                log.info("HubSpot journal offset aged out of a quiet journal; reading on")
+                continue
             if not pos.restart_from_earliest(token, rt.lease_seconds, offset):
                 result.outcome = "lost_lease"
                 return result

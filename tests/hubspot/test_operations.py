@@ -47,6 +47,7 @@ def test_status_shows_journal_offset_lag_and_the_gap_alert(
     hubspot: HubSpot, poll_runtime: PollRuntime, redis_url: str
 ) -> None:
     """After a poll, status names the offset and lag; an expired offset adds an ALERT line."""
+    poll_runtime.wall = hubspot.server.state.clock.now  # the poller lives on HubSpot's time
     offset = hubspot.record({"objectId": 1, "properties": {"jobtitle": "A"}})["offset"]
     poll_once(poll_runtime)
     report = status_json(redis_url)
@@ -57,6 +58,7 @@ def test_status_shows_journal_offset_lag_and_the_gap_alert(
     assert "hubspot_journal" in report["sources"]  # type: ignore[operator]
     assert report["alerts"] == []
 
+    hubspot.record({"objectId": 1, "properties": {"jobtitle": "missed"}})
     hubspot.advance(3 * 86_400 + 10)
     poll_once(poll_runtime)
     alerts = status_json(redis_url)["alerts"]

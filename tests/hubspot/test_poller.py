@@ -71,6 +71,7 @@ def test_expired_offset_restarts_from_earliest_and_counts_the_gap(
     hubspot: HubSpot, poll_runtime: PollRuntime, redis_client: redis.Redis
 ) -> None:
     """After more than three days away the offset is gone: read from the earliest, count a gap."""
+    poll_runtime.wall = hubspot.server.state.clock.now  # the poller lives on HubSpot's time
     hubspot.record(change(1, jobtitle="A"))
     poll_once(poll_runtime)
     hubspot.record(change(1, jobtitle="lost"))
@@ -130,3 +131,19 @@ def test_second_poller_is_busy_and_a_lost_lease_cannot_advance(
     pos.release(token)
     assert not pos.advance("not-the-token", 30, "x", 1, 1, 1)
     assert pos.offset() is None
+
+
+def test_offset_aging_out_of_a_quiet_journal_is_not_a_gap(
+    hubspot: HubSpot, poll_runtime: PollRuntime, redis_client: redis.Redis
+) -> None:
+    """At the tip a minute before its offset expires, the poller reads on without a gap."""
+    poll_runtime.wall = hubspot.server.state.clock.now
+    hubspot.record(change(1, jobtitle="A"))
+    poll_once(poll_runtime)
+    hubspot.advance(3 * 86_400 - 60)
+    assert poll_once(poll_runtime).outcome == "tip"  # still there, nothing new
+    hubspot.advance(120)  # the only entry (our offset) ages out
+    hubspot.record(change(1, jobtitle="B"))
+    result = poll_once(poll_runtime)
+    assert (result.gaps, result.events) == (0, 1)
+    assert Metrics(redis_client).value("journal_gaps") == 0
