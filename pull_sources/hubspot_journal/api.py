@@ -155,7 +155,7 @@ class JournalClient:
             )
         if status >= 500:
             raise JournalRetryable(f"HubSpot answered {status}")
-        if status == 404 and expect_offset:
+        if status in (404, 410) and expect_offset:
             raise OffsetExpired(path)
         if status >= 400:
             raise JournalError(f"{method} {path.split('/20')[0]}: {status} {_category(resp)}")

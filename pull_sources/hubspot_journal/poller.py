@@ -24,11 +24,14 @@ the next one by at most that long.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import redis
 
 from pull_sources.hubspot_journal.api import (
     DownloadFailed,
@@ -49,6 +52,7 @@ log = logging.getLogger("leadlex_sync.hubspot_journal")
 # An expired offset is a gap unless the poller was at the tip this recently (a quiet
 # journal: nothing newer was published for three days, so nothing was missed).
 QUIET_TIP_SECONDS = 600.0
+MESSAGE_EVENTS = 100  # events per hand-off message, like one HubSpot webhook batch
 SOURCE_LABEL = "hubspot_journal"  # metrics / dead letters; the events' source stays "hubspot"
 
 
@@ -90,6 +94,20 @@ def _merge(into: Batch, part: Batch) -> None:
     into.accounts |= part.accounts
 
 
+def _chunks(batch: Batch, size: int = MESSAGE_EVENTS) -> list[Batch]:
+    """The batch as hand-off messages of at most `size` events (as the receiver's); the
+    first one carries the dead letters and ignored counts."""
+    parts = []
+    for start in range(0, max(1, len(batch.events)), size):
+        part = Batch()
+        for event in batch.events[start : start + size]:
+            part.add(event)
+        parts.append(part)
+    parts[0].rejected.extend(batch.rejected)
+    parts[0].ignored.update(batch.ignored)
+    return parts
+
+
 def _read(rt: PollRuntime, offset: str) -> list[Pointer]:
     if offset == EARLIEST:
         return rt.client.earliest(rt.batch_size)
@@ -102,9 +120,12 @@ def poll_once(rt: PollRuntime, max_seconds: float | None = None) -> PollResult:
     Outcomes: `tip` (all read), `budget` (time up, more to read), `busy` (another poller
     holds the lease), `download_failed`, `retry` (HubSpot 429/5xx/network), `error`
     (credentials, scope: see the log and `status`), `enqueue_unavailable` (Redis or the
-    broker failed: nothing advanced), `lost_lease`."""
+    broker failed: nothing advanced), `redis_unavailable`, `lost_lease`."""
     pos = rt.position
-    token = pos.acquire(rt.lease_seconds)
+    try:
+        token = pos.acquire(rt.lease_seconds)
+    except redis.RedisError:
+        return PollResult("redis_unavailable")
     if token is None:
         return PollResult("busy")
     result = PollResult("budget")
@@ -121,8 +142,12 @@ def poll_once(rt: PollRuntime, max_seconds: float | None = None) -> PollResult:
     except EnqueueUnavailable as exc:
         result.outcome = "enqueue_unavailable"
         _error(rt, "enqueue_unavailable", str(exc))
+    except redis.RedisError as exc:
+        result.outcome = "redis_unavailable"
+        log.warning("HubSpot journal poll stopped: Redis %s", type(exc).__name__)
     finally:
-        pos.release(token)
+        with contextlib.suppress(redis.RedisError):  # else the lease expires by itself
+            pos.release(token)
     pos.note(last_poll_at=rt.wall())
     if result.outcome in ("tip", "budget"):
         pos.note(last_error="")
@@ -196,7 +221,9 @@ def _poll(rt: PollRuntime, token: str, deadline: float, result: PollResult) -> P
             newest_ms = max(newest_ms, newest)
             done.append(pointer)
         if done:
-            rt.enqueuer.submit(SOURCE_LABEL, batch)  # inbox + enqueue, then advance
+            for part in _chunks(batch):  # inbox + enqueue (messages of <= 100 events) ...
+                rt.enqueuer.submit(SOURCE_LABEL, part)
+            # ... and only then advance
             if not pos.advance(
                 token, rt.lease_seconds, done[-1].offset, len(done), len(batch.events), newest_ms
             ):

@@ -147,3 +147,13 @@ def test_offset_aging_out_of_a_quiet_journal_is_not_a_gap(
     result = poll_once(poll_runtime)
     assert (result.gaps, result.events) == (0, 1)
     assert Metrics(redis_client).value("journal_gaps") == 0
+
+
+def test_a_large_entry_goes_as_messages_of_at_most_100_events(
+    hubspot: HubSpot, poll_runtime: PollRuntime, redis_client: redis.Redis
+) -> None:
+    """An entry of 100 changes x 2 properties is handed over as two messages of 100."""
+    hubspot.record(*[change(i, jobtitle=f"T{i}", phone="+44 20 7946 0018") for i in range(100)])
+    assert poll_once(poll_runtime).events == 200
+    assert [len(b) for b in ingest_batches(redis_client)] == [100, 100]
+    assert redis_client.hlen(INBOX) == 200
