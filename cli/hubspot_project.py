@@ -92,7 +92,6 @@ def app_meta(options: ProjectOptions) -> dict[str, Any]:
             "distribution": "private",
             "auth": auth,
             "permittedUrls": {"fetch": [], "iframe": [], "img": []},
-            "support": {"documentationUrl": "https://github.com/leadlex/leadlex-sync#readme"},
         },
     }
 
