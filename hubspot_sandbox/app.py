@@ -8,6 +8,7 @@
 | GET|DELETE /webhooks-journal/subscriptions/2026-03/{id}     | subscription / 204              |
 | GET {journal}/earliest, /latest, /offset/{o}/next           | {currentOffset, url, expiresAt} |
 | GET {journal}/batch/earliest|latest/{n}, /batch/{o}/next/{n} | {status, results[], ...}        |
+| POST {journal}/batch/read {"inputs": [offsets]}             | 200, or 207 with errors[]       |
 | GET /_files/{offset}?expires&sig                            | the journal file (JSON)         |
 | POST /_hubspot/changes {"changes": [...]}                   | {offset, webhookEvents}         |
 | POST /_hubspot/clock {"advance": s} or {"offset": s}        | {now}  (delivers due webhooks)  |
@@ -241,6 +242,38 @@ def create_app(state: HubSpotSandboxState) -> Flask:
                 raise expired(offset)
             return batch(entries)
 
+        def batch_read(local: bool = local) -> Response:
+            authorize(READ_SCOPE)
+            body = request.get_json(silent=True)
+            inputs = body.get("inputs") if isinstance(body, dict) else None
+            if not isinstance(inputs, list) or not 1 <= len(inputs) <= 100:
+                raise HubSpotError(400, "VALIDATION_ERROR", "inputs: 1 to 100 offsets")
+            for offset in inputs:
+                check_offset(str(offset))
+            portal = portal_filter(local)
+            found, errors = [], []
+            for offset in inputs:
+                entry = state.entry(str(offset))
+                if entry is None or (portal is not None and entry.portal_id != portal):
+                    errors.append(
+                        {
+                            "status": "error",
+                            "category": "OBJECT_NOT_FOUND",
+                            "message": "the offset has expired or does not exist",
+                            "context": {"offset": [str(offset)]},
+                        }
+                    )
+                else:
+                    found.append(entry)
+            resp = batch(found)
+            if errors:
+                data = resp.get_json()
+                data.update(numErrors=len(errors), errors=errors)
+                resp = jsonify(data)
+                resp.status_code = 207
+            return resp
+
+        app.add_url_rule(f"{prefix}/batch/read", f"{kind}_b_read", batch_read, methods=["POST"])
         app.add_url_rule(f"{prefix}/earliest", f"{kind}_earliest", earliest)
         app.add_url_rule(f"{prefix}/latest", f"{kind}_latest", latest)
         app.add_url_rule(f"{prefix}/offset/<offset>/next", f"{kind}_next", next_one)

@@ -264,6 +264,14 @@ class HubSpotSandboxState:
                         break
             return out
 
+    def entry(self, offset: str) -> Entry | None:
+        """The entry at `offset`, or None when it expired or never existed."""
+        with self.lock:
+            index = self.by_offset.get(offset)
+            if index is None or not self._live(index):
+                return None
+            return self.entries[index]
+
     # ---- downloads ---------------------------------------------------------------------
     def signed_query(self, offset: str) -> tuple[int, str]:
         expires = int(self.clock.now() + self.config.url_ttl_seconds)

@@ -218,3 +218,24 @@ def test_local_journal_shows_one_accounts_entries(
         [pointer] = local.earliest(10)
         assert local.download(pointer)["journalEvents"][0]["portalId"] == 222
     assert len(journal_client.earliest(10)) == 2
+
+
+def test_batch_read_answers_207_for_expired_offsets_and_400_for_bad_ones(
+    hubspot: HubSpot, journal_client: JournalClient
+) -> None:
+    """batch/read: readable offsets in results, expired ones in errors (207); a non-UUID 400."""
+    subscribe_all(journal_client)
+    old = hubspot.record({"objectId": 1, "properties": {"jobtitle": "A"}})["offset"]
+    hubspot.advance(3 * 86_400 + 1)
+    new = hubspot.record({"objectId": 1, "properties": {"jobtitle": "B"}})["offset"]
+    journal_client.earliest(1)  # the 3-day jump expired the token: this call renews it
+    url = f"{hubspot.url}/webhooks-journal/journal/2026-03/batch/read"
+    auth = {"Authorization": f"Bearer {journal_client.token()}"}
+    resp = httpx.post(url, json={"inputs": [old, new]}, headers=auth)
+    assert resp.status_code == 207
+    body = resp.json()
+    assert [r["currentOffset"] for r in body["results"]] == [new]
+    assert body["errors"][0]["category"] == "OBJECT_NOT_FOUND"
+    assert body["errors"][0]["context"] == {"offset": [old]}
+    bad = httpx.post(url, json={"inputs": [new, "not-a-uuid"]}, headers=auth)
+    assert bad.status_code == 400
