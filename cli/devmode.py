@@ -134,7 +134,13 @@ def write_dev_env(run_dir: Path, values: dict[str, str]) -> Path:
     return path
 
 
-def run_dev(*, port: int | None = None, flower: bool = True, flower_port: int | None = None) -> int:
+def run_dev(
+    *,
+    port: int | None = None,
+    flower: bool = True,
+    flower_port: int | None = None,
+    hubspot: str | None = None,
+) -> int:
     """Start everything, print how to use it, and wait for Ctrl-C. Returns an exit code."""
     from worker.preflight import check
 
@@ -243,6 +249,11 @@ def run_dev(*, port: int | None = None, flower: bool = True, flower_port: int | 
         public_base_url = settings.public_base_url or base
         env["PUBLIC_BASE_URL"] = public_base_url
         env.setdefault("COALESCE_SECONDS", "2")
+        from cli.devmode_hubspot import start_hubspot_dev
+
+        hubspot_lines = start_hubspot_dev(hubspot, env, children, port)
+        if hubspot_lines is None:
+            return 1
 
         if seeded:
             import redis as redis_lib
@@ -357,6 +368,8 @@ def run_dev(*, port: int | None = None, flower: bool = True, flower_port: int | 
             print("  Demo contacts in the simulator (linked to HubSpot records 101, 102, ...):")
             for i, c in enumerate(seeded):
                 print(f"    hubspot {101 + i:<4} -> {c['id']}  {c.get('full_name', '')}")
+        for line in hubspot_lines:
+            print(line)
         print()
         print("In another terminal, in this directory, send a signed sample change:")
         print("  .venv/bin/leadlex-sync send-sample hubspot")

@@ -107,7 +107,61 @@ def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
         "circuit": {"open": circuit.open, "reason": circuit.reason, "detail": circuit.detail},
         "dead_letters": DeadLetters(client).count(),
         "links": state.count_links(),
+        **sources_report(settings, client, now),
     }
+
+
+GAP_ALERT_SECONDS = 7 * 86_400  # an expired journal offset is reported for a week
+
+
+def sources_report(settings: Settings, client: redis.Redis, now: float) -> dict[str, Any]:
+    """Each source's lag, the HubSpot journal's position, and alert lines (hubspot-2026)."""
+    from pull_sources.hubspot_journal.position import journal_statuses
+    from worker.source_lag import source_lags
+
+    iso = lambda t: datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds") if t else None  # noqa: E731
+    sources = {
+        lag.source: {
+            "newest_event_age_seconds": round(lag.age_seconds(now), 1),
+            "last_batch_at": iso(lag.last_batch_at),
+        }
+        for lag in source_lags(client)
+    }
+    journals = []
+    alerts = []
+    for js in journal_statuses(client):
+        lag = js.lag_seconds(now)
+        journals.append(
+            {
+                "scope": js.scope,
+                "offset": js.offset,
+                "lag_seconds": None if lag is None else round(lag, 1),
+                "entries": js.entries,
+                "events": js.events,
+                "last_poll_at": iso(js.last_poll_at),
+                "at_tip_at": iso(js.tip_at),
+                "gaps": js.gaps,
+                "last_gap_at": iso(js.last_gap_at),
+                "last_error": js.last_error,
+            }
+        )
+        if js.gaps and now - js.last_gap_at < GAP_ALERT_SECONDS:
+            alerts.append(
+                f"HubSpot journal ({js.scope}): offset expired {js.gaps} time(s), last at "
+                f"{iso(js.last_gap_at)}; changes older than the journal's 3 days may be "
+                "missing (docs/operations.md: recovering after an outage)"
+            )
+        if js.last_error:
+            alerts.append(f"HubSpot journal ({js.scope}): last poll failed: {js.last_error}")
+        stale_after = max(60.0, 5 * settings.hubspot_journal_poll_seconds)
+        if settings.hubspot_journal == "on" and now - js.last_poll_at > stale_after:
+            alerts.append(
+                f"HubSpot journal ({js.scope}): not polled since {iso(js.last_poll_at)} "
+                "(is celery beat running?)"
+            )
+    if settings.hubspot_journal == "on" and not journals:
+        alerts.append("HubSpot journal: HUBSPOT_JOURNAL=on but never polled (is beat running?)")
+    return {"sources": sources, "hubspot_journal": journals, "alerts": alerts}
 
 
 @main.command()
@@ -151,3 +205,15 @@ def status(as_json: bool) -> None:
     c = report["circuit"]
     click.echo("circuit    " + (f"OPEN ({c['reason']}): {c['detail']}" if c["open"] else "closed"))
     click.echo(f"dead letters {report['dead_letters']}; links {report['links']}")
+    for name, lag in report["sources"].items():
+        click.echo(
+            f"source     {name}: newest change {lag['newest_event_age_seconds']}s old, "
+            f"last batch {lag['last_batch_at']}"
+        )
+    for js in report["hubspot_journal"]:
+        click.echo(
+            f"journal    hubspot ({js['scope']}): offset {js['offset']}, lag {js['lag_seconds']}s, "
+            f"{js['entries']} entries / {js['events']} events, last poll {js['last_poll_at']}"
+        )
+    for line in report["alerts"]:
+        click.echo(f"ALERT      {line}")

@@ -14,8 +14,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify
@@ -99,13 +101,49 @@ def queues_check() -> Check:
     return Check("queues", True, f"messages waiting: {waiting}", required=False)
 
 
-def live_gauges() -> list[tuple[str, str, float]]:
-    """Gauges read from the shared state at scrape time: budget, backlog, circuit."""
+def source_gauges(client: redis.Redis, now: float) -> list[Any]:
+    """Per-source lag and the HubSpot journal's position (hubspot-2026)."""
+    from pull_sources.hubspot_journal.position import journal_statuses
+    from worker.source_lag import source_lags
+
+    out: list[Any] = [
+        (
+            "source_newest_event_age_seconds",
+            "Age of the newest CRM change each source handed over",
+            lag.age_seconds(now),
+            {"source": lag.source},
+        )
+        for lag in source_lags(client)
+    ]
+    for js in journal_statuses(client):
+        scope = {"scope": js.scope}
+        lag = js.lag_seconds(now)
+        if lag is not None:
+            out.append(
+                ("hubspot_journal_lag_seconds", "Age of the newest journal change", lag, scope)
+            )
+        out.append(
+            (
+                "hubspot_journal_last_poll_timestamp_seconds",
+                "When the journal poller last ran",
+                js.last_poll_at,
+                scope,
+            )
+        )
+        out.append(
+            ("hubspot_journal_entries_total", "Journal entries handed over", js.entries, scope)
+        )
+    return out
+
+
+def live_gauges() -> list[Any]:
+    """Gauges read from the shared state at scrape time: budget, backlog, circuit, lag."""
     receiver = current_receiver()
     settings = receiver.settings
     budget = Budget(receiver.redis, settings.rate_per_minute, settings.daily_limit).status()
     state = State(receiver.redis)
     return [
+        *source_gauges(receiver.redis, time.time()),
         ("budget_daily_remaining", "LeadLex calls left today", float(budget.daily_remaining)),
         ("budget_reset_timestamp_seconds", "When the daily budget resets", budget.reset_at),
         ("budget_paused_until_timestamp_seconds", "All workers paused until", budget.paused_until),

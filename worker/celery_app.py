@@ -44,7 +44,29 @@ def visibility_timeout() -> int:
     return int(os.environ.get("VISIBILITY_TIMEOUT_SECONDS", "3600"))
 
 
-app = Celery("leadlex_sync", include=["worker.tasks"], loader="worker.preflight:Loader")
+def _journal_schedule() -> dict[str, dict[str, object]]:
+    """Beat entry of the HubSpot journal poller (pull_sources), only with HUBSPOT_JOURNAL=on."""
+    try:
+        settings = load_settings(require_leadlex=False)
+    except Exception:  # noqa: BLE001 - a bad setting is reported properly at worker start-up
+        return {}
+    if settings.hubspot_journal != "on":
+        return {}
+    every = settings.hubspot_journal_poll_seconds
+    return {
+        "poll_hubspot_journal": {
+            "task": "leadlex_sync.poll_hubspot_journal",
+            "schedule": every,
+            "options": {"expires": max(5.0, every)},
+        }
+    }
+
+
+app = Celery(
+    "leadlex_sync",
+    include=["worker.tasks", "pull_sources.hubspot_journal.tasks"],
+    loader="worker.preflight:Loader",
+)
 app.conf.update(
     broker_url=_broker_url(),
     broker_transport_options={
@@ -79,11 +101,13 @@ app.conf.update(
         "leadlex_sync.flush_contact": {"queue": QUEUE_FLUSH},
         "leadlex_sync.pump": {"queue": QUEUE_CONTROL},
         "leadlex_sync.probe_circuit": {"queue": QUEUE_CONTROL},
+        "leadlex_sync.poll_hubspot_journal": {"queue": QUEUE_CONTROL},
     },
     task_publish_retry=True,
     task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
     beat_schedule={
         "pump": {"task": "leadlex_sync.pump", "schedule": 1.0, "options": {"expires": 5}},
+        **_journal_schedule(),
     },
     timezone="UTC",
     enable_utc=True,

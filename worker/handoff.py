@@ -40,6 +40,9 @@ from worker.state import inbox_add
 log = logging.getLogger("leadlex_sync.receiver")
 
 INGEST_TASK = "leadlex_sync.ingest_batch"
+# Per source label (zsets): newest CRM time handed over (ms), and when the last batch was.
+SOURCES_NEWEST = "lls:sources:newest_event_ms"
+SOURCES_LAST_BATCH = "lls:sources:last_batch_at"
 INVALID_EVENT = "invalid_event"
 
 
@@ -103,6 +106,10 @@ class Enqueuer:
             log.warning("receiver metrics not recorded: %s", type(exc).__name__)
 
     def _count(self, pipe: Any, source: str, batch: Batch) -> None:
+        if batch.events:  # per-source lag for `status` and /metrics (hubspot-2026)
+            newest = max(e.occurred_at_ms for e in batch.events)
+            pipe.zadd(SOURCES_NEWEST, {source: newest}, gt=True)
+            pipe.zadd(SOURCES_LAST_BATCH, {source: time.time()}, gt=True)
         incr = self.metrics.incr
         incr("webhooks_received", pipe=pipe, source=source)
         incr("events_enqueued", len(batch.events), pipe=pipe, source=source)

@@ -42,6 +42,11 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "leadlex_429": ("429 answers from LeadLex", ()),
     "flushes_parked": ("Flushes parked waiting for budget", ("reason",)),
     "notes_assumed_applied": ("Notes appends of lost outcome taken as applied", ()),
+    # HubSpot Webhooks Journal (pull_sources/hubspot_journal)
+    "journal_entries_read": ("HubSpot journal entries handed over", ()),
+    "journal_gaps": ("HubSpot journal offsets found expired (changes may be missing)", ()),
+    "journal_download_failures": ("HubSpot journal entry downloads that failed", ()),
+    "journal_poll_errors": ("HubSpot journal polls that failed", ("reason",)),
 }
 
 # Buckets in seconds, for CRM-time -> LeadLex-200 latency.
@@ -116,7 +121,8 @@ class RedisCollector(Collector):
 
     def __init__(self, client: redis.Redis, gauges: Any = None) -> None:
         self.redis = client
-        self.gauges = gauges  # callable returning [(name, help, value)], or None
+        # callable returning [(name, help, value)] or [(name, help, value, {label: v})]
+        self.gauges = gauges
 
     def collect(self) -> Iterator[Any]:
         counters = Metrics(self.redis).counters()
@@ -143,5 +149,18 @@ class RedisCollector(Collector):
                 family_h.add_metric(list(key[1:]), cumulative, points.get("sum", 0.0))
             yield family_h
         if self.gauges is not None:
-            for name, help_text, value in self.gauges():
-                yield GaugeMetricFamily(f"leadlex_sync_{name}", help_text, value=value)
+            labelled: dict[str, GaugeMetricFamily] = {}
+            for item in self.gauges():
+                name, help_text, value = item[0], item[1], item[2]
+                if len(item) < 4:
+                    yield GaugeMetricFamily(f"leadlex_sync_{name}", help_text, value=value)
+                    continue
+                gauge_labels: dict[str, str] = item[3]  # (name, help, value, {label: v})
+                gauge = labelled.get(name)
+                if gauge is None:
+                    gauge = GaugeMetricFamily(
+                        f"leadlex_sync_{name}", help_text, labels=list(gauge_labels)
+                    )
+                    labelled[name] = gauge
+                gauge.add_metric(list(gauge_labels.values()), value)
+            yield from labelled.values()

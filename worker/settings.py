@@ -95,6 +95,24 @@ class Settings(BaseModel):
     hubspot_portal_ids: list[str] = Field(default_factory=list, alias="HUBSPOT_PORTAL_IDS")
     public_base_url: str | None = Field(None, alias="PUBLIC_BASE_URL")
 
+    # ---- HubSpot Webhooks Journal (pull source, hubspot-2026) ----
+    hubspot_journal: Literal["off", "on"] = Field("off", alias="HUBSPOT_JOURNAL")
+    hubspot_client_id: str | None = Field(None, alias="HUBSPOT_CLIENT_ID")
+    hubspot_api_base_url: str = Field("https://api.hubapi.com", alias="HUBSPOT_API_BASE_URL")
+    hubspot_journal_scope: Literal["global", "local"] = Field(
+        "global", alias="HUBSPOT_JOURNAL_SCOPE"
+    )
+    hubspot_journal_start: Literal["latest", "earliest"] = Field(
+        "latest", alias="HUBSPOT_JOURNAL_START"
+    )
+    hubspot_journal_poll_seconds: float = Field(
+        10.0, alias="HUBSPOT_JOURNAL_POLL_SECONDS", ge=0.5, le=300
+    )
+    hubspot_journal_batch_size: int = Field(50, alias="HUBSPOT_JOURNAL_BATCH_SIZE", ge=1, le=100)
+    hubspot_journal_timeout_seconds: float = Field(
+        10.0, alias="HUBSPOT_JOURNAL_TIMEOUT_SECONDS", gt=0, le=120
+    )
+
     salesforce_org_ids: list[str] = Field(default_factory=list, alias="SALESFORCE_ORG_IDS")
     salesforce_token: SecretStr | None = Field(None, alias="SALESFORCE_TOKEN")
 
@@ -196,6 +214,32 @@ class Settings(BaseModel):
     @classmethod
     def _region(cls, value: str) -> str:
         return value.upper()
+
+    # ---- HubSpot Webhooks Journal (hubspot-2026) ----
+    @field_validator(
+        "hubspot_journal", "hubspot_journal_scope", "hubspot_journal_start", mode="before"
+    )
+    @classmethod
+    def _journal_lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("hubspot_api_base_url")
+    @classmethod
+    def _journal_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an http(s) URL with a host")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _journal_credentials(self) -> Settings:
+        # HubSpot Webhooks Journal: the poller needs client credentials.
+        if self.hubspot_journal == "on":
+            if not self.hubspot_client_id:
+                raise ValueError("HUBSPOT_CLIENT_ID: required when HUBSPOT_JOURNAL=on")
+            if self.hubspot_client_secret is None:
+                raise ValueError("HUBSPOT_CLIENT_SECRET: required when HUBSPOT_JOURNAL=on")
+        return self
 
     @model_validator(mode="after")
     def _countdowns_fit(self) -> Settings:

@@ -64,7 +64,15 @@ def test_valid_batch_is_one_message_with_every_event(
     assert first.occurred_at_ms == 1760000000123
     assert first.received_at_ms > 0
     assert first.fingerprint == fingerprint(
-        "hubspot", 7070707, 2101, 0, 1760000000123, "contact.propertyChange", 50000, "jobtitle"
+        "hubspot",
+        "7070707",
+        "contact",
+        "update",
+        "50000",
+        1760000000123,
+        "jobtitle",
+        "Head of Procurement",
+        "",
     )
     assert Metrics(redis_client).value("events_enqueued", source="hubspot") == 100
     assert Metrics(redis_client).value("webhooks_received", source="hubspot") == 1
