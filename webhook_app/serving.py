@@ -30,6 +30,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from io import BytesIO
 from typing import Any
 
@@ -287,7 +288,10 @@ class DeadlineProtocol(gunicorn_protocol.ASGIProtocol):
         else:
             text = "the request is not valid HTTP/1.1 (request line, headers or chunked body)"
         body = error_body(status, code, text)
-        reason = gunicorn_protocol._REASON_PHRASES.get(status, "Error")
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Error"
         extra = "".join(f"{name}: {value}\r\n" for name, value in extra_headers)
         head = (
             f"HTTP/1.1 {status} {reason}\r\n"
