@@ -19,6 +19,11 @@ import pytest
 import redis
 
 from cli.devmode import venv_bin
+from tests.integration.conftest import (  # noqa: F401 - fixtures for test_flower.py
+    sandbox,
+    sandbox_server,
+    workers,
+)
 from tests.receiver.senders import GENERIC_SECRET, HUBSPOT_SECRET, ORG_18
 from worker.embedded_redis import RedisServer, free_port
 
