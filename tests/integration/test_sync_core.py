@@ -212,3 +212,40 @@ def test_invalid_email_is_dead_lettered_and_other_fields_still_go(
     assert letters[0].details["field"] == "email"
     assert letters[0].contact == cid
     assert json.dumps(letters[0].payload).count("not-an-email") == 1
+
+
+def test_ingest_message_of_the_old_shape_is_still_taken_in(
+    sandbox: Sandbox, workers: Any, redis_url: str
+) -> None:
+    """An ingest message queued before the upgrade (event dicts, not refs) still updates LeadLex,
+    and one carrying a ref whose inbox record is gone counts as a duplicate."""
+    from worker.celery_app import app as celery_app
+    from worker.events import ChangeEvent, fingerprint
+
+    cid = sandbox.seed(full_name="Mary Jackson")
+    link(redis_url, "hubspot", "509", cid)
+    workers()
+    t = now_ms()
+    event = ChangeEvent(
+        source="hubspot",
+        account="7070707",
+        object_type="contact",
+        object_id="509",
+        kind="update",
+        occurred_at_ms=t,
+        fingerprint=fingerprint("old-shape", t),
+        event_id="old-1",
+        changes={"jobtitle": "Engineer"},
+        received_at_ms=t,
+    )
+    celery_app.conf.broker_url = redis_url
+    with celery_app.connection_for_write(redis_url) as conn:
+        celery_app.send_task(
+            "leadlex_sync.ingest_batch", args=[[event.to_dict()]], queue="ingest", connection=conn
+        )
+        celery_app.send_task(
+            "leadlex_sync.ingest_batch", args=[["0" * 32]], queue="ingest", connection=conn
+        )
+    wait_for(lambda: sandbox.contact(cid)["job_title"] == "Engineer")
+    client = redis.Redis.from_url(redis_url)
+    wait_for(lambda: client.hget("lls:metrics:counters", '["events_deduped","other"]'))
