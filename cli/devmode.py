@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ RUN_DIR = Path(".run")
 DEV_HUBSPOT_SECRET = "dev-hubspot-client-secret"  # noqa: S105 - dev mode only, printed on purpose
 DEV_GENERIC_SECRET = "whsec_ZGV2LWdlbmVyaWMtc2VjcmV0LTAxMjM0NTY3"  # noqa: S105 - dev only
 DEV_SF_ORG = "00D000000000DEVEA2"  # 18 characters, checksum included
+DEV_SF_TOKEN = "dev-salesforce-token-Lq8Zx3Vb7Nm2Kp5R"  # noqa: S105 - dev only (loopback)
 DEV_SANDBOX_KEY = "wbk_dev_sandbox_key"
 
 
@@ -151,8 +151,8 @@ def run_dev(*, port: int = 8000, flower: bool = True, flower_port: int = 5555) -
         env.setdefault("HUBSPOT_CLIENT_SECRET", DEV_HUBSPOT_SECRET)
         env.setdefault("GENERIC_WEBHOOK_SECRET", DEV_GENERIC_SECRET)
         env.setdefault("SALESFORCE_ORG_IDS", DEV_SF_ORG)
-        # Salesforce needs a token (issue 11): a fresh one per dev run; send-sample adds it.
-        env.setdefault("SALESFORCE_TOKEN", secrets.token_urlsafe(32))
+        # Salesforce needs a token (issue 11); send-sample uses the same dev token.
+        env.setdefault("SALESFORCE_TOKEN", DEV_SF_TOKEN)
         env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
         env.setdefault("COALESCE_SECONDS", "2")
 

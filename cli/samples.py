@@ -46,7 +46,7 @@ def sample_request(
 ) -> tuple[str, bytes, dict[str, str]]:
     """(path, body, headers) of one signed sample change, as the CRM would send it."""
     # The CLI is the composition root: it may use the receiver's signing functions.
-    from cli.devmode import DEV_GENERIC_SECRET, DEV_HUBSPOT_SECRET, DEV_SF_ORG
+    from cli.devmode import DEV_GENERIC_SECRET, DEV_HUBSPOT_SECRET, DEV_SF_ORG, DEV_SF_TOKEN
     from webhook_app import signatures
 
     ms = int(now * 1000)
@@ -90,11 +90,14 @@ def sample_request(
             value=value,
             modified=modified,
         ).encode()
-        path = "/webhooks/salesforce"
-        if settings.salesforce_token:
-            from urllib.parse import quote
+        from urllib.parse import quote
 
-            path += "?token=" + quote(settings.salesforce_token.get_secret_value(), safe="")
+        token = (
+            settings.salesforce_token.get_secret_value()
+            if settings.salesforce_token
+            else DEV_SF_TOKEN
+        )
+        path = "/webhooks/salesforce?token=" + quote(token, safe="")
         return path, body, {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
     secret = (
         settings.generic_webhook_secret.get_secret_value().split()[0]
