@@ -20,7 +20,8 @@ from worker.settings import Settings
 
 def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
     """Budget, backlog, drain forecast, pause and circuit state, as a dict."""
-    from worker.deadletter import DeadLetters
+    from worker.deadletter import INVALID_STREAM, DeadLetters
+    from worker.metrics import Metrics
     from worker.ratelimit import Budget, Circuit
     from worker.state import State
 
@@ -60,7 +61,17 @@ def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
         "pause_reason": budget.pause_reason if budget.paused_until > now else "",
         "circuit": {"open": circuit.open, "reason": circuit.reason, "detail": circuit.detail},
         "dead_letters": DeadLetters(client).count(),
+        # Issue 11: invalid-input letters live in a capped stream; trimmed ones are counted.
+        "dead_letters_invalid": int(client.xlen(INVALID_STREAM)),
+        "dead_letters_trimmed": Metrics(client).value(
+            "dead_letters_trimmed", reason="invalid_event"
+        ),
         "links": state.count_links(),
+        "warnings": (
+            ["Salesforce accepts unauthenticated messages (SALESFORCE_ALLOW_UNAUTHENTICATED)"]
+            if settings.salesforce_org_ids and settings.salesforce_token is None
+            else []
+        ),
     }
 
 
@@ -87,4 +98,14 @@ def status(as_json: bool) -> None:
         click.echo(f"paused     until {report['paused_until']} ({report['pause_reason']})")
     c = report["circuit"]
     click.echo("circuit    " + (f"OPEN ({c['reason']}): {c['detail']}" if c["open"] else "closed"))
-    click.echo(f"dead letters {report['dead_letters']}; links {report['links']}")
+    click.echo(
+        f"dead letters {report['dead_letters']} ({report['dead_letters_invalid']} invalid input"
+        + (
+            f", {report['dead_letters_trimmed']} older invalid ones trimmed"
+            if report["dead_letters_trimmed"]
+            else ""
+        )
+        + f"); links {report['links']}"
+    )
+    for warning in report["warnings"]:
+        click.echo(f"WARNING    {warning}")

@@ -149,3 +149,25 @@ def test_load_events_reads_refs_and_keeps_old_dicts(redis_client: redis.Redis) -
     assert refs == ["f" * 32]
     old = {"fingerprint": "e" * 32}
     assert load_events(redis_client, ["f" * 32, old, "0" * 32]) == [event, old, None]
+
+
+def test_status_reports_invalid_letters_trimmed_and_unauthenticated_salesforce(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """`leadlex-sync status` shows the invalid-input letters, how many were trimmed, and a
+    warning while Salesforce runs unauthenticated."""
+    from cli.status import status_report
+
+    dlq = DeadLetters(redis_client, invalid_maxlen=100)
+    for i in range(105):
+        dlq.add("invalid_event", source="hubspot", payload={"i": i})
+    s = settings(
+        REDIS_URL=redis_url,
+        SALESFORCE_ORG_IDS="00D5g000004XmPqEAK",
+        SALESFORCE_ALLOW_UNAUTHENTICATED="true",
+    )
+    report = status_report(s, redis_client)
+    assert report["dead_letters_invalid"] == 100
+    assert report["dead_letters_trimmed"] == 5
+    assert report["dead_letters"] == 100
+    assert any("unauthenticated" in w for w in report["warnings"])
