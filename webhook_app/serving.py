@@ -155,7 +155,14 @@ class BufferedWSGI:
                 )
                 return
             if not complete:
-                return  # the client went away (or sent a malformed body: already answered)
+                # The client went away mid-body (or its framing was bad and the parser has
+                # answered already): record a 400, never the server's default 500.
+                await _answer(
+                    send,
+                    400,
+                    error_body(400, "body_incomplete", "the request body was cut short"),
+                )
+                return
         environ = _environ(scope, body, chunked)
         loop = asyncio.get_running_loop()
         status, headers, chunks = await loop.run_in_executor(self.executor, self._run_wsgi, environ)

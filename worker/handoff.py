@@ -57,14 +57,22 @@ class EnqueueUnavailable(Exception):
 
 
 class RedisHealth:
-    """Remembers that Redis just failed to answer, so best-effort writes can be skipped."""
+    """Remembers that Redis just failed to answer (a timeout or a refused connection).
 
-    def __init__(self, hold_seconds: float = UNHEALTHY_SECONDS) -> None:
+    While unhealthy, best-effort writes are skipped and requests that must write are
+    refused at once except one probe a second, so a hung Redis cannot queue requests
+    behind each other's timeouts; the first success makes it healthy again."""
+
+    def __init__(self, hold_seconds: float = UNHEALTHY_SECONDS, probe_seconds: float = 1.0) -> None:
         self.hold_seconds = hold_seconds
+        self.probe_seconds = probe_seconds
         self._until = 0.0
+        self._next_probe = 0.0
 
     def failed(self) -> None:
-        self._until = time.monotonic() + self.hold_seconds
+        now = time.monotonic()
+        self._until = now + self.hold_seconds
+        self._next_probe = now + self.probe_seconds
 
     def ok(self) -> None:
         self._until = 0.0
@@ -72,6 +80,16 @@ class RedisHealth:
     @property
     def unhealthy(self) -> bool:
         return time.monotonic() < self._until
+
+    def may_try(self) -> bool:
+        """True when healthy, or when it is time for the next probe (claimed by the caller)."""
+        now = time.monotonic()
+        if now >= self._until:
+            return True
+        if now >= self._next_probe:
+            self._next_probe = now + self.probe_seconds
+            return True
+        return False
 
 
 def record_events(pipe: Any, events: list[dict[str, Any]], now: float) -> list[str]:
@@ -152,6 +170,8 @@ class Enqueuer:
     def submit(self, source: str, batch: Batch) -> None:
         """Enqueue `batch`; raises EnqueueUnavailable when the broker or Redis fails."""
         events = [e.to_dict() for e in batch.events]
+        if (events or batch.rejected) and not self.health.may_try():
+            raise EnqueueUnavailable("redis: unhealthy (a call timed out or failed just now)")
         if events:
             pipe = self.redis.pipeline(transaction=True)
             refs = record_events(pipe, events, time.time())

@@ -52,6 +52,7 @@ MAX_NOTIFICATIONS = 100
 # Envelope/Body/notifications/Notification/sObject/field is 6 deep; anything far deeper is
 # an attack on the recursive code that would later serialize it (dead letters).
 MAX_XML_DEPTH = 32
+MAX_FIELD_NAME = 255  # Salesforce API names are at most 40 (80 with namespaces)
 CONTENT_TYPE = "text/xml; charset=utf-8"
 
 # xsi:type of the sObject (without its prefix) -> our object_type.
@@ -188,10 +189,14 @@ def parse_notification(notification: Element, org: str, received_ms: int) -> Cha
         value = None if _is_nil(field) else (field.text or "")
         if name == "Id":
             object_id = (value or "").strip()
+        elif len(name) > MAX_FIELD_NAME:
+            raise InvalidEvent("sObject", f"a field name is longer than {MAX_FIELD_NAME}")
         else:
             changes[name] = value
     if not object_id:
         raise InvalidEvent("Id", "missing sObject Id")
+    if len(object_id) > 64:
+        raise InvalidEvent("Id", "the sObject Id is longer than 64 characters")
     time_field = next((f for f in TIME_FIELDS if changes.get(f)), None)
     if time_field is None:
         raise InvalidEvent("LastModifiedDate", "missing (and no SystemModstamp)")
