@@ -4,6 +4,7 @@ labels and the dead-letter caps."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import redis
@@ -171,3 +172,35 @@ def test_status_reports_invalid_letters_trimmed_and_unauthenticated_salesforce(
     assert report["dead_letters_trimmed"] == 5
     assert report["dead_letters"] == 100
     assert any("unauthenticated" in w for w in report["warnings"])
+
+
+def test_links_import_stores_salesforce_accounts_in_the_18_char_form(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 15-char org id in links.csv is stored as the 18-char id events carry; a forged
+    checksum is refused before anything is written."""
+    from click.testing import CliRunner
+
+    from cli import main
+    from worker.state import State
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    good = tmp_path / "links.csv"
+    good.write_text(
+        "source,account,object_id,leadlex_id\n"
+        "salesforce,00D5g000004XmPq,003A,11111111-1111-4111-8111-111111111111\n"
+    )
+    result = CliRunner().invoke(main, ["links", "import", str(good)])
+    assert result.exit_code == 0, result.output
+    state = State(redis_client)
+    assert state.resolve_link("salesforce", "00D5g000004XmPqEAK", "003A") is not None
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "source,account,object_id,leadlex_id\n"
+        "salesforce,00D5g000004XmPqXYZ,003B,11111111-1111-4111-8111-111111111111\n"
+    )
+    result = CliRunner().invoke(main, ["links", "import", str(bad)])
+    assert result.exit_code != 0
+    assert "checksum" in result.output
+    assert state.resolve_link("salesforce", "00D5g000004XmPqEAK", "003B") is None
