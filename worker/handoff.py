@@ -42,7 +42,7 @@ from worker.batch import Batch
 from worker.celery_app import QUEUE_INGEST
 from worker.deadletter import DeadLetters, warn_trimmed
 from worker.metrics import Metrics
-from worker.state import INBOX, inbox_add
+from worker.state import INBOX, INBOX_AT, inbox_add
 
 log = logging.getLogger("leadlex_sync.receiver")
 
@@ -92,10 +92,20 @@ class RedisHealth:
         return False
 
 
-def record_events(pipe: Any, events: list[dict[str, Any]], now: float) -> list[str]:
-    """Queue the events' inbox records on `pipe`; returns their fingerprints (the refs)."""
+def record_events(
+    pipe: Any, events: list[dict[str, Any]], now: float, *, refresh: bool = False
+) -> list[str]:
+    """Queue the events' inbox records on `pipe`; returns their fingerprints (the refs).
+
+    `refresh=True` (re-dispatches: parked-event replay, dlq replay, the sweep) also moves
+    each record's time to `now`: a record left from the first delivery keeps its old time
+    otherwise, and the sweep could forget it (it is still parked) before the worker reads
+    the ref."""
     inbox_add(pipe, [(e["fingerprint"], json.dumps(e, separators=(",", ":"))) for e in events], now)
-    return [str(e["fingerprint"]) for e in events]
+    refs = [str(e["fingerprint"]) for e in events]
+    if refresh and refs:
+        pipe.zadd(INBOX_AT, dict.fromkeys(refs, now))
+    return refs
 
 
 def ingest_message_args(refs: list[str], label: str) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def _dispatch_flush(contact: str, countdown: float) -> None:
 def _dispatch_ingest(client: redis.Redis, events: list[dict[str, Any]]) -> None:
     """Record `events` in the inbox, then enqueue one ingest message of their refs."""
     pipe = client.pipeline(transaction=True)
-    refs = record_events(pipe, events, time.time())
+    refs = record_events(pipe, events, time.time(), refresh=True)
     pipe.execute()
     ingest_batch.apply_async(**ingest_message_args(refs, "replayed"))
 

@@ -204,3 +204,17 @@ def test_links_import_stores_salesforce_accounts_in_the_18_char_form(
     assert result.exit_code != 0
     assert "checksum" in result.output
     assert state.resolve_link("salesforce", "00D5g000004XmPqEAK", "003B") is None
+
+
+def test_redispatch_refreshes_the_inbox_time(redis_client: redis.Redis) -> None:
+    """A re-dispatch moves the inbox record's time to now (the sweep must not forget it while
+    the worker has yet to read it); a receiver resend keeps the first time."""
+    from worker.state import INBOX_AT
+
+    event = {"fingerprint": "a" * 32, "source": "hubspot", "object_id": "1"}
+    for now, refresh in ((10.0, False), (20.0, False), (30.0, True)):
+        pipe = redis_client.pipeline()
+        record_events(pipe, [event], now, refresh=refresh)
+        pipe.execute()
+        expected = 10.0 if not refresh else 30.0
+        assert redis_client.zscore(INBOX_AT, "a" * 32) == expected
