@@ -105,7 +105,8 @@ from worker.mapping import load_mapping, map_record  # noqa: E402
 API_KEY = "wbk_chaos_run_0123456789abcdef"
 HUBSPOT_SECRET = "chaos-hubspot-client-secret"
 PORTAL = 77001
-SF_ORG = "00D5g000004ChAoSEA"
+SF_ORG = "00D5g000004ChAoEAK"  # 18 characters, checksum included
+SF_TOKEN = "chaos-sf-token-Vb7Qx2Lm9Rt4Kp8Wz3Nc"
 SUBSCRIPTION_ID = 3101
 NOTES_PREFIXES = ("[HubSpot] ", "[Salesforce] ")
 LEADLEX_FIELDS = ("full_name", "email", "phone", "job_title", "company_name")
@@ -762,7 +763,7 @@ class Sender:
                 "X-HubSpot-Signature-v3": base64.b64encode(digest).decode(),
                 "X-HubSpot-Request-Timestamp": stamp,
             }
-        return "/webhooks/salesforce", {
+        return f"/webhooks/salesforce?token={SF_TOKEN}", {
             "Content-Type": "text/xml; charset=utf-8",
             "SOAPAction": '""',
         }
@@ -1590,6 +1591,7 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
         "HUBSPOT_CLIENT_SECRET": HUBSPOT_SECRET,
         "PUBLIC_BASE_URL": public_base,
         "SALESFORCE_ORG_IDS": SF_ORG,
+        "SALESFORCE_TOKEN": SF_TOKEN,
         "VISIBILITY_TIMEOUT_SECONDS": str(prof.visibility),
         "LOG_FORMAT": "json",
     }

@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/receiver.py [--redis-url URL]
 
-Starts gunicorn on 127.0.0.1 (same settings for both apps: `--workers`, gthread with
-`--threads`, keep-alive), drives it from this process with a small non-blocking
+Starts gunicorn on 127.0.0.1 (same settings for both apps: `--workers`, `--worker-class`
+(default: the shipped webhook_app.serving.BufferingWorker; `gthread` for the former shape)
+with `--threads`, keep-alive), drives it from this process with a small non-blocking
 raw-socket load generator (`--connections` keep-alive connections, bounded by
 `--seconds` per phase), and prints one JSON object:
 
@@ -217,7 +218,7 @@ def gunicorn(
         str(Path(sys.executable).parent / "gunicorn"),
         "--bind", f"{HOST}:{port}",
         "--workers", str(args.workers),
-        "--worker-class", "gthread",
+        "--worker-class", args.worker_class,
         "--threads", str(args.threads),
         "--keep-alive", "5",
         "--log-level", "warning",
@@ -256,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument(
+        "--worker-class", default="webhook_app.serving.BufferingWorker", help="or gthread"
+    )
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5.0, help="per phase")
     args = parser.parse_args(argv)
@@ -283,7 +287,11 @@ def _run(args: argparse.Namespace, client: Any) -> int:
         return 2
 
     result: dict[str, Any] = {
-        "gunicorn": {"workers": args.workers, "worker_class": "gthread", "threads": args.threads},
+        "gunicorn": {
+            "workers": args.workers,
+            "worker_class": args.worker_class,
+            "threads": args.threads,
+        },
         "connections": args.connections,
         "seconds_per_phase": args.seconds,
     }

@@ -34,7 +34,8 @@ from worker.settings import DEFAULT_REDIS_ADDRESS, SettingsError, default_redis_
 
 DEV_HUBSPOT_SECRET = "dev-hubspot-client-secret"  # noqa: S105 - dev mode only, printed on purpose
 DEV_GENERIC_SECRET = "whsec_ZGV2LWdlbmVyaWMtc2VjcmV0LTAxMjM0NTY3"  # noqa: S105 - dev only
-DEV_SF_ORG = "00D000000000DEVEAA"
+DEV_SF_ORG = "00D000000000DEVEA2"  # 18 characters, checksum included
+DEV_SF_TOKEN = "dev-salesforce-token-Lq8Zx3Vb7Nm2Kp5R"  # noqa: S105 - dev only (loopback)
 DEV_SANDBOX_KEY = "wbk_dev_sandbox_key"
 
 
@@ -248,6 +249,9 @@ def run_dev(
             env["SALESFORCE_ORG_IDS"] = DEV_SF_ORG
         public_base_url = settings.public_base_url or base
         env["PUBLIC_BASE_URL"] = public_base_url
+        if settings.salesforce_token is None:
+            # Salesforce needs a token (issue 11); send-sample uses the same dev token.
+            env["SALESFORCE_TOKEN"] = DEV_SF_TOKEN
         env.setdefault("COALESCE_SECONDS", "2")
         from cli.devmode_hubspot import start_hubspot_dev
 

@@ -56,7 +56,7 @@ def sample_request(
     when given, else `url`. Secrets: the configured ones, else dev mode's defaults (the
     same rule dev mode uses, so a sample always matches a dev-mode receiver)."""
     # The CLI is the composition root: it may use the receiver's signing functions.
-    from cli.devmode import DEV_GENERIC_SECRET, DEV_HUBSPOT_SECRET, DEV_SF_ORG
+    from cli.devmode import DEV_GENERIC_SECRET, DEV_HUBSPOT_SECRET, DEV_SF_ORG, DEV_SF_TOKEN
     from webhook_app import signatures
 
     ms = int(now * 1000)
@@ -99,11 +99,14 @@ def sample_request(
             value=value,
             modified=modified,
         ).encode()
-        path = "/webhooks/salesforce"
-        if settings.salesforce_token:
-            from urllib.parse import quote
+        from urllib.parse import quote
 
-            path += "?token=" + quote(settings.salesforce_token.get_secret_value(), safe="")
+        token = (
+            settings.salesforce_token.get_secret_value()
+            if settings.salesforce_token
+            else DEV_SF_TOKEN
+        )
+        path = "/webhooks/salesforce?token=" + quote(token, safe="")
         return path, body, {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
     secret = (
         settings.generic_webhook_secret.get_secret_value().split()[0]

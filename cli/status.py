@@ -43,7 +43,8 @@ def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
     """Budget, backlog, drain forecast, queues, pump, pause and circuit state, as a dict."""
     from worker import presence
     from worker.celery_app import QUEUES
-    from worker.deadletter import DeadLetters
+    from worker.deadletter import INVALID_STREAM, DeadLetters
+    from worker.metrics import Metrics
     from worker.ratelimit import DAY_KEY, Budget, Circuit, utc_day
     from worker.state import State
 
@@ -106,8 +107,18 @@ def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
         "pause_reason": budget.pause_reason if budget.paused_until > now else "",
         "circuit": {"open": circuit.open, "reason": circuit.reason, "detail": circuit.detail},
         "dead_letters": DeadLetters(client).count(),
+        # Issue 11: invalid-input letters live in a capped stream; trimmed ones are counted.
+        "dead_letters_invalid": int(client.xlen(INVALID_STREAM)),
+        "dead_letters_trimmed": Metrics(client).value(
+            "dead_letters_trimmed", reason="invalid_event"
+        ),
         "links": state.count_links(),
         **sources_report(settings, client, now),
+        "warnings": (
+            ["Salesforce accepts unauthenticated messages (SALESFORCE_ALLOW_UNAUTHENTICATED)"]
+            if settings.salesforce_org_ids and settings.salesforce_token is None
+            else []
+        ),
     }
 
 
@@ -217,3 +228,14 @@ def status(as_json: bool) -> None:
         )
     for line in report["alerts"]:
         click.echo(f"ALERT      {line}")
+    click.echo(
+        f"dead letters {report['dead_letters']} ({report['dead_letters_invalid']} invalid input"
+        + (
+            f", {report['dead_letters_trimmed']} older invalid ones trimmed"
+            if report["dead_letters_trimmed"]
+            else ""
+        )
+        + f"); links {report['links']}"
+    )
+    for warning in report["warnings"]:
+        click.echo(f"WARNING    {warning}")

@@ -80,7 +80,13 @@ def settings_check() -> Check:
             "no source configured: set HUBSPOT_CLIENT_SECRET, SALESFORCE_ORG_IDS "
             "or GENERIC_WEBHOOK_SECRET",
         )
-    return Check("settings", True, "sources: " + ", ".join(sources))
+    detail = "sources: " + ", ".join(sources)
+    if settings.salesforce_org_ids and settings.salesforce_token is None:
+        detail += (
+            "; WARNING: salesforce is UNAUTHENTICATED (SALESFORCE_ALLOW_UNAUTHENTICATED=true, "
+            "local tests only)"
+        )
+    return Check("settings", True, detail)
 
 
 def circuit_check() -> Check:

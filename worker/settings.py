@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from worker.salesforce_ids import SalesforceIdError, to_18
+
 DEFAULT_BASE_URL = "https://data.leadlex.com/functions/v1/api-gateway"
 
 # ---- newcomer: the default Redis address ------------------------------------------------
@@ -55,6 +57,12 @@ SECRET_VARS = (
     "GENERIC_WEBHOOK_SECRET",
     "FLOWER_BASIC_AUTH",
 )
+
+
+# SALESFORCE_TOKEN (issue 11): a shared secret in the outbound message's URL.
+MIN_SALESFORCE_TOKEN_LENGTH = 32
+TOKEN_RECIPE = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'  # noqa: S105 - a command line, not a secret
+_URL_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
 class SettingsError(Exception):
@@ -90,7 +98,7 @@ class Settings(BaseModel):
 
     hubspot_client_secret: SecretStr | None = Field(None, alias="HUBSPOT_CLIENT_SECRET")
     hubspot_signature_versions: list[Literal["v1", "v2", "v3"]] = Field(
-        default=["v3", "v2", "v1"], alias="HUBSPOT_SIGNATURE_VERSIONS"
+        default=["v3"], alias="HUBSPOT_SIGNATURE_VERSIONS"
     )
     hubspot_portal_ids: list[str] = Field(default_factory=list, alias="HUBSPOT_PORTAL_IDS")
     public_base_url: str | None = Field(None, alias="PUBLIC_BASE_URL")
@@ -117,6 +125,16 @@ class Settings(BaseModel):
     salesforce_token: SecretStr | None = Field(None, alias="SALESFORCE_TOKEN")
 
     generic_webhook_secret: SecretStr | None = Field(None, alias="GENERIC_WEBHOOK_SECRET")
+
+    # ---- secure by default (issue 11): unauthenticated Salesforce, dead-letter bounds, ----
+    # ---- Redis deadlines, the web server's read deadline ----------------------------------
+    salesforce_allow_unauthenticated: bool = Field(False, alias="SALESFORCE_ALLOW_UNAUTHENTICATED")
+    dlq_max_letter_bytes: int = Field(65_536, alias="DLQ_MAX_LETTER_BYTES", ge=1024)
+    dlq_invalid_maxlen: int = Field(10_000, alias="DLQ_INVALID_MAXLEN", ge=100)
+    receiver_redis_timeout_seconds: float = Field(
+        0.5, alias="RECEIVER_REDIS_TIMEOUT_SECONDS", gt=0, le=5
+    )
+    request_read_seconds: float = Field(10.0, alias="REQUEST_READ_SECONDS", gt=0, le=120)
 
     mapping_file: Path | None = Field(None, alias="MAPPING_FILE")
     coalesce_seconds: float = Field(2.0, alias="COALESCE_SECONDS", ge=0, le=300)
@@ -188,9 +206,27 @@ class Settings(BaseModel):
     @field_validator("salesforce_org_ids")
     @classmethod
     def _org_ids(cls, value: list[str]) -> list[str]:
-        for org in value:
-            if len(org) not in (15, 18) or not org.isalnum():
-                raise ValueError("each id must be 15 or 18 letters/digits")
+        # One normal form: the 18-character id (worker.salesforce_ids).
+        try:
+            return [to_18(org) for org in value]
+        except SalesforceIdError as exc:
+            raise ValueError(f"each id must be a 15- or 18-character org id ({exc})") from None
+
+    @field_validator("salesforce_token")
+    @classmethod
+    def _sf_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if (
+            len(token) < MIN_SALESFORCE_TOKEN_LENGTH
+            or not set(token) <= _URL_SAFE
+            or len(set(token)) < 10
+        ):
+            raise ValueError(
+                f"must be at least {MIN_SALESFORCE_TOKEN_LENGTH} random URL-safe characters; "
+                f"generate one with: {TOKEN_RECIPE}"
+            )
         return value
 
     @field_validator("generic_webhook_secret")
@@ -239,6 +275,22 @@ class Settings(BaseModel):
                 raise ValueError("HUBSPOT_CLIENT_ID: required when HUBSPOT_JOURNAL=on")
             if self.hubspot_client_secret is None:
                 raise ValueError("HUBSPOT_CLIENT_SECRET: required when HUBSPOT_JOURNAL=on")
+        return self
+
+    @model_validator(mode="after")
+    def _salesforce_authenticated(self) -> Settings:
+        # Issue 11: org ids are not secret, so the org allow-list alone lets anyone write.
+        if (
+            self.salesforce_org_ids
+            and self.salesforce_token is None
+            and not self.salesforce_allow_unauthenticated
+        ):
+            raise ValueError(
+                "SALESFORCE_TOKEN: missing; SALESFORCE_ORG_IDS is set but org ids are not "
+                f"secret: generate a token with {TOKEN_RECIPE} and add ?token=<it> to the "
+                "outbound message URL (SALESFORCE_ALLOW_UNAUTHENTICATED=true is for local "
+                "tests only)"
+            )
         return self
 
     @model_validator(mode="after")

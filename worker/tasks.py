@@ -1,15 +1,18 @@
 """Celery tasks: thin wrappers that rebuild values from JSON and call worker.pipeline.
 
 Task names are explicit and stable (`leadlex_sync.*`) so renaming code never strands
-queued messages. Arguments are ids and plain dicts only: a contact id (a LeadLex
-UUID) identifies the work in Flower without showing personal data; ingest batches
-show a count and the records they touch, not the field values.
+queued messages. Arguments are ids only, so Flower never shows personal data: a contact
+id (a LeadLex UUID) for a flush, and event fingerprints for an ingest batch, whose
+events the worker reads from the inbox (worker.handoff). An ingest message of the old
+shape (a list of event dicts, queued before an upgrade) is still accepted.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import time
 from typing import Any
 
 import redis
@@ -27,11 +30,11 @@ from worker import pipeline, presence
 from worker.celery_app import (
     HOUSEKEEPING_TASKS,
     QUEUE_FLUSH,
-    QUEUE_INGEST,
     app,
     visibility_timeout,
 )
 from worker.events import ChangeEvent
+from worker.handoff import ingest_message_args, load_events, record_events
 from worker.leadlex import shared_client
 from worker.logs import setup_celery_logging
 from worker.mapping import load_mapping
@@ -49,22 +52,27 @@ def _dispatch_flush(contact: str, countdown: float) -> None:
     flush_contact.apply_async(args=[contact], countdown=countdown or None, queue=QUEUE_FLUSH)
 
 
-def _dispatch_ingest(events: list[dict[str, Any]]) -> None:
-    ingest_batch.apply_async(args=[events], queue=QUEUE_INGEST)
+def _dispatch_ingest(client: redis.Redis, events: list[dict[str, Any]]) -> None:
+    """Record `events` in the inbox, then enqueue one ingest message of their refs."""
+    pipe = client.pipeline(transaction=True)
+    refs = record_events(pipe, events, time.time(), refresh=True)
+    pipe.execute()
+    ingest_batch.apply_async(**ingest_message_args(refs, "replayed"))
 
 
 def build_runtime(settings: Settings, client: redis.Redis | None = None) -> pipeline.Runtime:
     """The pipeline's dependencies for this process, from settings (and a Redis client)."""
     api_key = settings.leadlex_api_key.get_secret_value() if settings.leadlex_api_key else ""
+    client = client or redis.Redis.from_url(settings.redis_url, health_check_interval=30)
     return pipeline.Runtime(
         settings=settings,
-        redis=client or redis.Redis.from_url(settings.redis_url, health_check_interval=30),
+        redis=client,
         mapping=load_mapping(settings.mapping_file, settings.default_phone_region),
         client_factory=lambda: shared_client(
             settings.leadlex_base_url, api_key, settings.leadlex_timeout_seconds
         ),
         dispatch_flush=_dispatch_flush,
-        dispatch_ingest=_dispatch_ingest,
+        dispatch_ingest=functools.partial(_dispatch_ingest, client),
         lease_seconds=settings.flush_lease_seconds,
     )
 
@@ -158,11 +166,16 @@ class _Task(Task):
 
 
 @app.task(name="leadlex_sync.ingest_batch", base=_Task, bind=True, acks_on_failure_or_timeout=False)
-def ingest_batch(self: Task, events: list[dict[str, Any]]) -> dict[str, int]:
-    """Ingest a batch of ChangeEvent dicts (one receiver request)."""
+def ingest_batch(self: Task, events: list[str | dict[str, Any]]) -> dict[str, int]:
+    """Ingest a batch of events (one receiver request): fingerprints of inbox records, or
+    (messages queued before the upgrade) ChangeEvent dicts."""
     rt = runtime()
     outcomes: dict[str, int] = {}
-    for data in events:
+    for data in load_events(rt.redis, events):
+        if data is None:  # its inbox record is gone: it was already taken in
+            rt.metrics.incr("events_deduped", source="other")
+            outcomes["duplicate"] = outcomes.get("duplicate", 0) + 1
+            continue
         try:
             event = ChangeEvent.from_dict(data)
             outcome = pipeline.ingest(rt, event)

@@ -229,6 +229,7 @@ def receiver(redis_url: str, sandbox: Sandbox) -> Any:
             "HUBSPOT_CLIENT_SECRET": HUBSPOT_SECRET,
             "PUBLIC_BASE_URL": PUBLIC_BASE,
             "SALESFORCE_ORG_IDS": "00D5g000004XmPqEAK",
+            "SALESFORCE_TOKEN": "sf-Qm3vT8xK2pLw9ZrB4nYc7HdJ6sFa1Ge5",
             "GENERIC_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         },
         require_leadlex=False,

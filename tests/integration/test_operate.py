@@ -81,6 +81,18 @@ def test_dev_mode_runs_everything_and_ctrl_c_leaves_nothing(tmp_path: Path) -> N
             ),
             timeout=30,
         )
+        # Salesforce in dev mode: a dev token, which send-sample from another shell knows too.
+        sf = subprocess.run(
+            [cli, "send-sample", "salesforce", "--url", f"http://127.0.0.1:{port}"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert sf.returncode == 0, sf.stdout + sf.stderr
+        assert "HTTP 200" in sf.stdout
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)

@@ -120,9 +120,10 @@ def env_example() -> dict[str, str]:
 
 # ---- docker-compose.yml -----------------------------------------------------------------------
 def test_compose_has_every_service_and_sandbox_behind_a_profile() -> None:
-    """Compose defines redis, web, worker, beat, flower, and the simulator only under `sandbox`."""
+    """Compose defines proxy, redis, web, worker, beat, flower, and the simulator only under
+    `sandbox`."""
     services = compose()["services"]
-    assert set(services) == {"redis", *APP_SERVICES, "sandbox"}
+    assert set(services) == {"proxy", "redis", *APP_SERVICES, "sandbox"}
     assert services["sandbox"]["profiles"] == ["sandbox"]
     for name in ("redis", *APP_SERVICES):
         assert "profiles" not in services[name], name
@@ -186,6 +187,28 @@ def test_compose_variables_are_settings_or_documented_process_variables() -> Non
     assert used, "expected some variables"
     unknown = used - aliases() - PROCESS_VARS - CONTAINER_VARS
     assert not unknown, f"undocumented variables in docker-compose.yml: {sorted(unknown)}"
+
+
+def test_compose_publishes_only_the_buffering_proxy_in_front_of_the_receiver() -> None:
+    """Caddy is the only service published on all interfaces; gunicorn is reached through it,
+    and the Caddyfile buffers whole requests with read timeouts and forwards no /metrics."""
+    services = compose()["services"]
+    proxy = services["proxy"]
+    assert proxy["image"].startswith("caddy:2")
+    assert sorted(proxy["ports"]) == ["443:443", "80:80"]
+    assert "./deploy/Caddyfile:/etc/caddy/Caddyfile:ro" in proxy["volumes"]
+    assert "ports" not in services["web"]
+    for name, svc in services.items():
+        if name != "proxy":
+            assert all(str(p).startswith("127.0.0.1:") for p in svc.get("ports", [])), name
+    caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
+    assert "{$PUBLIC_BASE_URL}" in caddyfile
+    assert "request_buffers 1MB" in caddyfile
+    assert "reverse_proxy web:{$PORT:8000}" in caddyfile
+    for timeout in ("read_header 10s", "read_body 10s"):
+        assert timeout in caddyfile
+    forwarded = next(line for line in caddyfile.splitlines() if "@receiver path" in line)
+    assert "/metrics" not in forwarded
 
 
 # ---- .env.example -------------------------------------------------------------------------

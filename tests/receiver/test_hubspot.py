@@ -54,7 +54,7 @@ def test_valid_batch_is_one_message_with_every_event(
     [batch] = ingest_batches(redis_client)
     assert len(batch) == 100
     headers = json.loads(redis_client.lindex(QUEUE_INGEST, 0))["headers"]
-    assert headers["argsrepr"] == "[<100 hubspot change events>]"  # no contact data in Flower
+    assert headers["argsrepr"] == "[<100 hubspot event refs>]"  # no contact data in Flower
     first = ChangeEvent.from_dict(batch[0])
     assert first.source == "hubspot"
     assert first.account == "7070707"
@@ -78,10 +78,14 @@ def test_valid_batch_is_one_message_with_every_event(
     assert Metrics(redis_client).value("webhooks_received", source="hubspot") == 1
 
 
-def test_sample_batch_with_v1_only(client: FlaskClient, redis_client: redis.Redis) -> None:
-    """The §1.7 sample, signed v1 only (as the Webhooks API does), maps all three events."""
+def test_sample_batch_with_v1_only(redis_url: str, redis_client: redis.Redis) -> None:
+    """The §1.7 sample, signed v1 only, maps all three events once v1 is opted into."""
     body = payload("hubspot", "sample-batch.json")
-    response = post(client, body, hubspot_v1_headers(body))
+    app = create_app(make_settings(redis_url, HUBSPOT_SIGNATURE_VERSIONS="v3,v1"))
+    try:
+        response = post(app.test_client(), body, hubspot_v1_headers(body))
+    finally:
+        close_app(app)
     assert response.status_code == 200, response.json
     [batch] = ingest_batches(redis_client)
     kinds = [(e["kind"], e["object_id"], e["merged_ids"]) for e in batch]
@@ -151,7 +155,7 @@ def test_mixed_batch_dead_letters_the_bad_event(
 ) -> None:
     """An invalid event in a good batch goes to the DLQ with its field; the others are enqueued."""
     bad = hubspot_event(eventId=2, occurredAt="yesterday")
-    events = [hubspot_event(eventId=1), bad, hubspot_event(eventId=3), "not an object"]
+    events = [hubspot_event(eventId=1), bad, hubspot_event(eventId=3, propertyValue="General Counsel"), "not an object"]
     body = dumps(events)
     response = post(client, body, hubspot_v3_headers(body))
     assert response.status_code == 200
