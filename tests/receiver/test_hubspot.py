@@ -155,7 +155,12 @@ def test_mixed_batch_dead_letters_the_bad_event(
 ) -> None:
     """An invalid event in a good batch goes to the DLQ with its field; the others are enqueued."""
     bad = hubspot_event(eventId=2, occurredAt="yesterday")
-    events = [hubspot_event(eventId=1), bad, hubspot_event(eventId=3, propertyValue="General Counsel"), "not an object"]
+    events = [
+        hubspot_event(eventId=1),
+        bad,
+        hubspot_event(eventId=3, propertyValue="General Counsel"),
+        "not an object",
+    ]
     body = dumps(events)
     response = post(client, body, hubspot_v3_headers(body))
     assert response.status_code == 200
