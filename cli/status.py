@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +19,7 @@ from worker.settings import Settings
 
 def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
     """Budget, backlog, drain forecast, pause and circuit state, as a dict."""
+    from worker.clock import redis_time
     from worker.deadletter import DeadLetters
     from worker.ratelimit import Budget, Circuit
     from worker.state import State
@@ -28,7 +28,7 @@ def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
     circuit = Circuit(client).state()
     state = State(client)
     backlog = state.due_count()
-    now = time.time()
+    now = redis_time(client)  # the clock the budget and the pump decide on
     # Drain forecast: per-minute pace, but the daily quota caps what can go before reset.
     left_today = max(0, budget.daily_remaining)
     if backlog <= left_today:

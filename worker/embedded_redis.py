@@ -53,9 +53,13 @@ def is_loopback(url: str) -> bool:
 
 
 def redis_argv(
-    port: int, data_dir: Path, *, appendonly: bool = True, appendfsync: str = "everysec"
+    port: int, data_dir: Path, *, appendonly: bool = True, appendfsync: str = "always"
 ) -> list[str]:
-    """The redis-server command line we use: loopback only, AOF, no eviction."""
+    """The redis-server command line we use: loopback only, AOF, no eviction.
+
+    `appendfsync always` by default: every write is on disk before Redis answers, so a
+    Redis crash loses nothing acknowledged (DESIGN invariant 1; docs/operations.md,
+    "Persistence", measures what it costs). Test servers run without AOF (speed)."""
     return [
         redis_server_binary(),
         "--bind", "127.0.0.1",
@@ -71,7 +75,8 @@ def redis_argv(
 
 
 class RedisServer:
-    """A redis-server child process on 127.0.0.1:`port` with AOF persistence in `data_dir`."""
+    """A redis-server child process on 127.0.0.1:`port` with AOF persistence in `data_dir`
+    (`appendfsync always` unless told otherwise; tests pass `appendonly=False`)."""
 
     def __init__(
         self,
@@ -79,6 +84,7 @@ class RedisServer:
         data_dir: Path | None = None,
         *,
         appendonly: bool = True,
+        appendfsync: str = "always",
     ) -> None:
         self.port = port or free_port()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -87,6 +93,7 @@ class RedisServer:
             data_dir = Path(self._tmp.name)
         self.data_dir = Path(data_dir)
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -96,7 +103,9 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Start the server and wait until it answers PING."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = redis_argv(self.port, self.data_dir, appendonly=self.appendonly)
+        argv = redis_argv(
+            self.port, self.data_dir, appendonly=self.appendonly, appendfsync=self.appendfsync
+        )
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
 
+from worker.clock import RedisClock
 from worker.deadletter import DeadLetters
 from worker.leadlex import (
     LeadLexClient,
@@ -26,9 +26,21 @@ from worker.state import State
 log = logging.getLogger("leadlex_sync.worker")
 
 
+def redis_clock() -> float:
+    """Default of `Runtime.clock`: replaced by a `RedisClock` on the Runtime's Redis."""
+    raise RuntimeError("Runtime.clock was not set up")  # pragma: no cover
+
+
 @dataclass
 class Runtime:
-    """Everything the pipeline needs, built once per worker process (tests build their own)."""
+    """Everything the pipeline needs, built once per worker process (tests build their own).
+
+    `clock` (epoch seconds) decides every time compared across processes: due times, the
+    pump, retry age, parking, the inbox sweep, when a PATCH was sent. By default it is
+    Redis's clock (`worker.clock.RedisClock`), never this machine's; the budget and the
+    circuit read Redis TIME in their own scripts. A test may pass a fake clock instead: the
+    budget and the circuit then use it too (see docs/architecture.md, "One clock").
+    """
 
     settings: Settings
     redis: redis.Redis
@@ -36,7 +48,7 @@ class Runtime:
     client_factory: Callable[[], LeadLexClient]
     dispatch_flush: Callable[[str, float], None] = lambda contact, countdown: None
     dispatch_ingest: Callable[[list[dict[str, Any]]], None] = lambda events: None
-    clock: Callable[[], float] = time.time
+    clock: Callable[[], float] = redis_clock
     lease_seconds: float = 60.0
     state: State = field(init=False)
     dlq: DeadLetters = field(init=False)
@@ -45,6 +57,10 @@ class Runtime:
     circuit: Circuit = field(init=False)
 
     def __post_init__(self) -> None:
+        test_clock: Callable[[], float] | None = self.clock
+        if self.clock is redis_clock:
+            self.clock = RedisClock(self.redis)
+            test_clock = None  # budget and circuit read Redis TIME inside their scripts
         self.state = State(self.redis)
         self.dlq = DeadLetters(self.redis)
         self.metrics = Metrics(self.redis)
@@ -53,10 +69,10 @@ class Runtime:
             self.settings.rate_per_minute,
             self.settings.daily_limit,
             window_seconds=self.settings.leadlex_rate_window_seconds,
-            clock=self.clock,
+            clock=test_clock,
         )
         self.circuit = Circuit(
-            self.redis, probe_interval=self.settings.circuit_probe_seconds, clock=self.clock
+            self.redis, probe_interval=self.settings.circuit_probe_seconds, clock=test_clock
         )
 
     @property
