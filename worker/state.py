@@ -692,6 +692,63 @@ class State:
         )
         return bool(ok)
 
+    # ---- create at most once ---------------------------------------------------------------
+    def create_claim(self, record_key: str) -> dict[str, str]:
+        """The record's create claim: state pending|done|uncertain, key, sent_at, email, id."""
+        raw = self.redis.hgetall(create_key(record_key))
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    def take_create_lease(self, record_key: str, owner: str, ttl: float) -> bool:
+        """Become the one worker that may POST (or settle) the record's creation for `ttl`."""
+        key = create_lease_key(record_key)
+        return bool(self.redis.set(key, owner, nx=True, px=max(1, int(ttl * 1000))))
+
+    def release_create_lease(self, record_key: str, owner: str) -> None:
+        self._release(keys=[create_lease_key(record_key), "lls:none"], args=[owner])
+
+    def start_create(
+        self, record_key: str, key: str, sent_at: float, email: str, settle_at: float
+    ) -> None:
+        """Claim the record's creation before the POST: a lost answer is settled at
+        `settle_at` (see `due_creates`), never answered by a second POST with a new key."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            create_key(record_key),
+            mapping={"state": "pending", "key": key, "sent_at": f"{sent_at:.3f}", "email": email},
+        )
+        pipe.zadd(CREATE_DUE, {record_key: settle_at})
+        pipe.execute()
+
+    def finish_create(self, record_key: str, contact: str, ttl: int) -> None:
+        """The record's contact exists in LeadLex: remember it (for `ttl` s) and stop settling."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(create_key(record_key), mapping={"state": "done", "id": contact})
+        pipe.expire(create_key(record_key), ttl)
+        pipe.zrem(CREATE_DUE, record_key)
+        pipe.execute()
+
+    def set_create_state(self, record_key: str, state: str, settle_at: float | None) -> None:
+        """Change a claim's state; `settle_at` None takes it off the settle schedule."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(create_key(record_key), "state", state)
+        if settle_at is None:
+            pipe.zrem(CREATE_DUE, record_key)
+        else:
+            pipe.zadd(CREATE_DUE, {record_key: settle_at})
+        pipe.execute()
+
+    def drop_create(self, record_key: str) -> None:
+        """The POST certainly did not create anything: forget the claim."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(create_key(record_key))
+        pipe.zrem(CREATE_DUE, record_key)
+        pipe.execute()
+
+    def due_creates(self, now: float, limit: int) -> list[str]:
+        """Records whose create answer was lost and may be settled now."""
+        rows = self.redis.zrangebyscore(CREATE_DUE, "-inf", f"{now:.3f}", start=0, num=limit)
+        return [_s(r) for r in rows]
+
     # ---- scheduling -----------------------------------------------------------------------
     def lease(self, contact: str, seconds: float) -> None:
         self.redis.set(lease_key(contact), "1", px=max(1, int(seconds * 1000)))
