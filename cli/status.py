@@ -60,6 +60,8 @@ def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
         "pause_reason": budget.pause_reason if budget.paused_until > now else "",
         "circuit": {"open": circuit.open, "reason": circuit.reason, "detail": circuit.detail},
         "dead_letters": DeadLetters(client).count(),
+        # Notes LeadLex cannot tell us were applied: an operator decides (dlq replay / drop).
+        "notes_uncertain": sum(1 for _ in DeadLetters(client).iter("notes_uncertain")),
         "links": state.count_links(),
     }
 
@@ -88,3 +90,9 @@ def status(as_json: bool) -> None:
     c = report["circuit"]
     click.echo("circuit    " + (f"OPEN ({c['reason']}): {c['detail']}" if c["open"] else "closed"))
     click.echo(f"dead letters {report['dead_letters']}; links {report['links']}")
+    if report["notes_uncertain"]:
+        click.echo(
+            f"notes uncertain {report['notes_uncertain']}: check LeadLex, then "
+            "`dlq replay ID` (append) or `dlq drop ID` (it is there); "
+            "`dlq list --reason notes_uncertain`"
+        )

@@ -79,8 +79,9 @@ Undocumented behaviour (reference §12) and what we chose:
 
 Faults (all off by default): `latency_ms` (sleep before answering),
 `error_rate_5xx` (answer one of `error_statuses` = 500/502/503 in the envelope,
-nothing applied, counted), `drop_after_apply_rate` (apply the write, then close
-the connection unanswered: httpx raises RemoteProtocolError/ReadError),
+nothing applied, counted; only for the methods in `error_methods`, default all),
+`drop_after_apply_rate` (apply the write, then close the connection unanswered:
+httpx raises RemoteProtocolError/ReadError),
 `force_429` (the next N authenticated requests answer 429, not counted;
 `Retry-After: S` when `force_429_retry_after_seconds` = S is set), `seed`
 (the RNG of the dice; None = from the OS; reset re-seeds),

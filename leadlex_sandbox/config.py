@@ -36,6 +36,7 @@ FAULT_KNOBS: frozenset[str] = frozenset(
         "latency_ms",
         "error_rate_5xx",
         "error_statuses",
+        "error_methods",
         "drop_after_apply_rate",
         "force_429",
         "force_429_retry_after_seconds",
@@ -97,6 +98,7 @@ class SandboxConfig:
     latency_ms: int = 0
     error_rate_5xx: float = 0.0  # answer 5xx (without applying) with this probability
     error_statuses: tuple[int, ...] = (500, 502, 503)
+    error_methods: tuple[str, ...] = ("GET", "POST", "PATCH", "PUT", "DELETE")  # 5xx only these
     drop_after_apply_rate: float = 0.0  # apply a write, then close the socket unanswered
     force_429: int = 0  # the next N authenticated requests answer 429
     force_429_retry_after_seconds: int | None = None  # set: forced 429s send Retry-After: S
@@ -235,6 +237,16 @@ def _statuses(name: str, value: Any) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _methods(name: str, value: Any) -> tuple[str, ...]:
+    allowed = ("GET", "POST", "PATCH", "PUT", "DELETE")
+    if isinstance(value, str) or not isinstance(value, list | tuple) or not value:
+        raise ConfigError(name, f"must be a non-empty list of {', '.join(allowed)}")
+    for method in value:
+        if method not in allowed:
+            raise ConfigError(name, f"must be a non-empty list of {', '.join(allowed)}")
+    return tuple(value)
+
+
 _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "api_keys": _api_keys,
     "plan": _choice(*PLANS),
@@ -261,6 +273,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "latency_ms": _int(0, 60_000),
     "error_rate_5xx": _number(0.0, 1.0),
     "error_statuses": _statuses,
+    "error_methods": _methods,
     "drop_after_apply_rate": _number(0.0, 1.0),
     "force_429": _int(0),
     "force_429_retry_after_seconds": _int(1, optional=True),

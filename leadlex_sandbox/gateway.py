@@ -12,7 +12,7 @@ all under the sandbox lock:
    `count_errors` is off);
 5. route: unknown path -> 404 `not_found`, wrong method -> 405 `method_not_allowed`;
 6. permission: GET needs "read", other methods "write" -> 403 `insufficient_permissions`;
-7. `error_rate_5xx` fault -> 500/502/503, nothing applied;
+7. `error_rate_5xx` fault (methods in `error_methods`) -> 500/502/503, nothing applied;
 8. the handler (validation 400, 404, 409, the write);
 9. `drop_after_apply_rate` fault on an applied write -> answer dropped;
    `non_json_answer_rate` fault on an applied write -> 200 with a body that is not JSON.
@@ -159,7 +159,11 @@ class Gateway:
                     raise ApiError(
                         403, "insufficient_permissions", f"API key lacks the {need} permission"
                     )
-                if config.error_rate_5xx > 0 and state.rng.random() < config.error_rate_5xx:
+                if (
+                    config.error_rate_5xx > 0
+                    and request.method in config.error_methods
+                    and state.rng.random() < config.error_rate_5xx
+                ):
                     raise server_error(state.rng.choice(config.error_statuses))
                 call = Call(
                     state=state,

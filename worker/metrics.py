@@ -41,7 +41,11 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "leadlex_calls": ("LeadLex API calls by method and status", ("method", "status")),
     "leadlex_429": ("429 answers from LeadLex", ()),
     "flushes_parked": ("Flushes parked waiting for budget", ("reason",)),
-    "notes_assumed_applied": ("Notes appends of lost outcome taken as applied", ()),
+    "notes_uncertain": (
+        "Notes writes whose outcome LeadLex could not tell, surfaced as dead letters",
+        (),
+    ),
+    "flushes_fenced": ("Flush steps refused because a newer flush holds the contact", ()),
 }
 
 # Buckets in seconds, for CRM-time -> LeadLex-200 latency.

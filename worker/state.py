@@ -17,11 +17,18 @@ can finish from. Key layout (all under `lls:`):
   (value null: unknown since a PATCH of unknown outcome, so it is sent again);
   `_updated` -> LeadLex's updated_date after our last write.
 - `lls:notes:{leadlex_id}` (hash): per CRM record, the notes text already appended.
-- `lls:intent:{leadlex_id}` (string): a PATCH whose outcome is not known yet.
+- `lls:intent:{leadlex_id}` (string, JSON): the write in flight or of unknown outcome:
+  its Idempotency-Key, body, staged items, fresh `updated_date` baseline, `sent_at`.
+  Only a commit naming that key removes it (see "Fencing" below).
 - `lls:due` (zset): contacts with staged changes -> due time (first change + coalesce).
 - `lls:lease:{leadlex_id}` (string, expiring): a flush was dispatched or parked until
   then; the pump leaves the contact alone while it lives.
-- `lls:lock:{leadlex_id}` (string, expiring): one flush at a time per contact.
+- `lls:lock:{leadlex_id}` (string, expiring): the fenced flush lease: the holder's token.
+- `lls:fence:{leadlex_id}` (string): the contact's fence counter; INCR mints each token.
+- `lls:create:{src}:{acct}:{id}` (hash): the create-at-most-once claim of a CRM record
+  (state pending/done, Idempotency-Key, sent_at, email, the created LeadLex id);
+  `lls:create:lease:{record}` (string, expiring) is held while one worker POSTs;
+  `lls:create:due` (zset) holds pending claims -> when their lost answer may be settled.
 - `lls:attempts:{leadlex_id}` (hash): transient failure count and first failure time.
 - `lls:inbox` (hash) and `lls:inbox:at` (zset): every event the receiver acknowledged,
   fingerprint -> event / -> when, until a sweep finds it taken in (seen, parked or
@@ -29,13 +36,22 @@ can finish from. Key layout (all under `lls:`):
   by the broker and is enqueued again (`sweep_inbox`; see `worker.pipeline.recover_lost`).
 
 Staged notes use the field name `notes|{record_key}` so that each CRM record's notes
-text is tracked (and appended) on its own.
+text is tracked (and appended) on its own; a note replayed from the dead-letter store is
+staged as `notes|dlq:{letter_id}` and appended verbatim, once.
+
+Fencing: a flush holds the contact's lease with a token from INCR of its fence counter
+(`acquire`). Every flush-time state change is a Lua step that refuses a token other than
+the counter's current value (a newer holder has taken over), with one exception that
+keeps information: the commit of a write's outcome names the write's Idempotency-Key and
+is accepted while the intent still carries that key, whoever holds the lease (the
+answer is evidence about that write; once another flush has settled the intent, the
+commit is refused). `arm` writes the intent and extends the lease in one step, right
+before the PATCH.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -74,7 +90,7 @@ def notes_key(contact: str) -> str:
     return f"{P}notes:{contact}"
 
 
-def intent_key(contact: str) -> str:
+def intent_key_of(contact: str) -> str:
     return f"{P}intent:{contact}"
 
 
@@ -84,6 +100,22 @@ def lease_key(contact: str) -> str:
 
 def lock_key(contact: str) -> str:
     return f"{P}lock:{contact}"
+
+
+def fence_key(contact: str) -> str:
+    return f"{P}fence:{contact}"
+
+
+def create_key(record_key: str) -> str:
+    return f"{P}create:{record_key}"
+
+
+def create_lease_key(record_key: str) -> str:
+    return f"{P}create:lease:{record_key}"
+
+
+CREATE_DUE = f"{P}create:due"
+DLQ_STREAM = "lls:dlq"  # worker.deadletter.STREAM (kept here for the commit's Lua)
 
 
 def attempts_key(contact: str) -> str:
@@ -170,12 +202,27 @@ end
 return {added, staged, stale}
 """
 
-# Commit a successful PATCH. KEYS: stage, applied, due, intent, notes, attempts
-# ARGV: contact, updated_date, now_due, then triples of (field, staged-json-as-read, kind)
-# where kind is 'f' (plain field: record [value, ts] in applied unless a newer one is there)
-# or 'n' (notes: record the CRM text in notes hash under the record key) or 'd' (drop only).
+# Commit a flush's outcome. KEYS: stage, applied, due, intent, notes, attempts, fence, dlq,
+# counters. ARGV: contact, updated_date, now_due, token, intent key ('' = none), letters
+# (JSON list of {fields, counters, once}: a letter with a `once` key is added only by the
+# first step that sets that key, so one write is surfaced once), forget (JSON list of
+# fields whose applied value becomes unknown), then triples of (field,
+# staged-json-as-read, kind) where kind is 'f' (plain field: record [value, ts] in applied
+# unless a newer one is there), 'n' (notes: record the CRM text in the notes hash under the
+# record key) or 'd' (drop only).
+# Accepted when the token is the fence counter's current value, or when the intent still
+# carries the given key (the outcome of that very write); refused when a key is given and
+# the intent carries another one. Returns -1 when refused, else the staged fields left.
 _COMMIT = """
-for i = 4, #ARGV, 3 do
+local current = redis.call('GET', KEYS[7]) == ARGV[4]
+local raw_intent = redis.call('GET', KEYS[4])
+local mine = false
+if ARGV[5] ~= '' and raw_intent then
+  mine = cjson.decode(raw_intent)['key'] == ARGV[5]
+end
+if not (current or mine) then return -1 end
+if ARGV[5] ~= '' and raw_intent and not mine then return -1 end
+for i = 8, #ARGV, 3 do
   local f, raw, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local st = cjson.decode(raw)
   if kind == 'f' then
@@ -188,8 +235,27 @@ for i = 4, #ARGV, 3 do
   end
   if redis.call('HGET', KEYS[1], f) == raw then redis.call('HDEL', KEYS[1], f) end
 end
+for _, f in ipairs(cjson.decode(ARGV[7])) do
+  local a = redis.call('HGET', KEYS[2], f)
+  if a then
+    redis.call('HSET', KEYS[2], f, cjson.encode({cjson.null, cjson.decode(a)[2]}))
+  end
+end
+if #cjson.decode(ARGV[7]) > 0 then redis.call('HDEL', KEYS[2], '_updated') end
+for _, letter in ipairs(cjson.decode(ARGV[6])) do
+  local once = letter['once']
+  if once == '' or redis.call('SET', once, '1', 'NX', 'EX', 604800) then
+    local args = {}
+    for k, v in pairs(letter['fields']) do
+      args[#args + 1] = k
+      args[#args + 1] = v
+    end
+    redis.call('XADD', KEYS[8], '*', unpack(args))
+    for _, counter in ipairs(letter['counters']) do redis.call('HINCRBY', KEYS[9], counter, 1) end
+  end
+end
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], '_updated', ARGV[2]) end
-redis.call('DEL', KEYS[4])
+if mine then redis.call('DEL', KEYS[4]) end
 redis.call('DEL', KEYS[6])
 if redis.call('HLEN', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[3], ARGV[1])
@@ -238,10 +304,47 @@ redis.call('HDEL', KEYS[1], '_updated')
 return 1
 """
 
-# Release a lock only if we still own it.
-_UNLOCK = """
+# One dead letter, once. KEYS: dlq, counters   ARGV: letter JSON ({fields, counters, once}).
+_LETTER = """
+local letter = cjson.decode(ARGV[1])
+local once = letter['once']
+if once ~= '' and not redis.call('SET', once, '1', 'NX', 'EX', 604800) then return 0 end
+local args = {}
+for k, v in pairs(letter['fields']) do
+  args[#args + 1] = k
+  args[#args + 1] = v
+end
+redis.call('XADD', KEYS[1], '*', unpack(args))
+for _, counter in ipairs(letter['counters']) do redis.call('HINCRBY', KEYS[2], counter, 1) end
+return 1
+"""
+
+# The fenced lease. KEYS: lock, fence.
+# Acquire: ARGV ttl_ms; returns the new token, or false while another holder's lease lives.
+_ACQUIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+return token
+"""
+
+# Release: ARGV token. Only the holder's own lease is deleted.
+_RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+# Arm a write right before sending it: the token must still be the current one; then the
+# intent is written and the lease extended (taken again if it had lapsed with no newer
+# holder). KEYS: lock, fence, intent   ARGV: token, ttl_ms, intent-json.
+# Returns 1, or 0 when a newer flush has the contact.
+_ARM = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[3])
+return 1
 """
 
 # Pick up to N due contacts without a live lease, oldest due first, and lease them.
@@ -259,6 +362,19 @@ for _, c in ipairs(rows) do
 end
 return out
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """A dead letter to add inside a state step: its stream fields, the counter fields to
+    increment, and an optional `once` key (only the first step that sets it adds it)."""
+
+    fields: dict[str, str]
+    counters: tuple[str, ...]
+    once: str = ""
+
+    def to_lua(self) -> dict[str, Any]:
+        return {"fields": self.fields, "counters": list(self.counters), "once": self.once}
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +396,10 @@ class State:
         self._prelude = client.register_script(_PRELUDE)
         self._stage = client.register_script(_STAGE)
         self._commit = client.register_script(_COMMIT)
-        self._unlock = client.register_script(_UNLOCK)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
+        self._arm = client.register_script(_ARM)
+        self._letter = client.register_script(_LETTER)
         self._claim = client.register_script(_CLAIM_DUE)
         self._forget = client.register_script(_FORGET)
         self._sweep_inbox = client.register_script(_SWEEP_INBOX)
@@ -489,11 +608,6 @@ class State:
         reads updated_date first)."""
         self._forget(keys=[applied_key(contact)], args=list(fields))
 
-    def set_updated(self, contact: str, updated_date: str) -> None:
-        """Remember LeadLex's updated_date for a contact (read before a first notes append)."""
-        if updated_date:
-            self.redis.hset(applied_key(contact), "_updated", updated_date)
-
     def notes_appended(self, contact: str) -> dict[str, str]:
         return {_s(k): _s(v) for k, v in self.redis.hgetall(notes_key(contact)).items()}
 
@@ -502,47 +616,140 @@ class State:
         contact: str,
         items: Iterable[tuple[Staged, str]],
         *,
+        token: int,
+        intent_key: str = "",
         updated_date: str = "",
         next_due: float | None = None,
-    ) -> int:
-        """Record what LeadLex now holds and drop those staged entries (unless restaged).
+        letters: Iterable[Letter] = (),
+        forget: Iterable[str] = (),
+    ) -> int | None:
+        """Record a flush's outcome in one fenced step; None when refused (fenced off).
 
         `items` are (staged, kind) with kind 'f' (field sent or already equal), 'n' (notes
-        text covered) or 'd' (drop without recording, e.g. dead-lettered). Returns how many
+        text covered) or 'd' (drop without recording, e.g. dead-lettered). `intent_key`
+        names the write whose outcome this is: the intent is removed with the commit, and
+        the commit is accepted while the intent carries that key even from a token that is
+        no longer current. `letters` are dead letters added in the same step; `forget` are
+        fields whose applied value (and updated_date) become unknown. Returns how many
         staged fields remain (0 = the contact left the due set)."""
-        argv: list[Any] = [contact, updated_date, f"{(next_due or time.time()):.3f}"]
+        argv: list[Any] = [
+            contact,
+            updated_date,
+            f"{(next_due or time.time()):.3f}",
+            str(token),
+            intent_key,
+            json.dumps([letter.to_lua() for letter in letters]),
+            json.dumps(list(forget)),
+        ]
         for staged, kind in items:
             argv += [staged.field, staged.raw, kind]
         keys = [
             stage_key(contact),
             applied_key(contact),
             DUE,
-            intent_key(contact),
+            intent_key_of(contact),
             notes_key(contact),
             attempts_key(contact),
+            fence_key(contact),
+            DLQ_STREAM,
+            COUNTERS_KEY,
         ]
-        return int(self._commit(keys=keys, args=argv))
+        left = int(self._commit(keys=keys, args=argv))
+        return None if left < 0 else left
 
-    # ---- in-flight intent (notes at most once) ------------------------------------------------
-    def write_intent(self, contact: str, intent: dict[str, Any]) -> None:
-        self.redis.set(intent_key(contact), json.dumps(intent))
+    def add_letter(self, letter: Letter) -> bool:
+        """Add one dead letter outside a flush's commit (honouring `once`); False if skipped."""
+        return bool(
+            self._letter(keys=[DLQ_STREAM, COUNTERS_KEY], args=[json.dumps(letter.to_lua())])
+        )
 
+    # ---- in-flight intent (notes exactly once or surfaced) -----------------------------------
     def read_intent(self, contact: str) -> dict[str, Any] | None:
-        raw = self.redis.get(intent_key(contact))
+        raw = self.redis.get(intent_key_of(contact))
         return json.loads(raw) if raw else None
 
-    def clear_intent(self, contact: str) -> None:
-        self.redis.delete(intent_key(contact))
+    # ---- the fenced flush lease ---------------------------------------------------------------
+    def acquire(self, contact: str, ttl: float) -> int | None:
+        """Take the contact's flush lease; returns a token larger than any before, or None."""
+        token = self._acquire(
+            keys=[lock_key(contact), fence_key(contact)], args=[max(1, int(ttl * 1000))]
+        )
+        return int(token) if token else None
+
+    def release(self, contact: str, token: int) -> None:
+        self._release(keys=[lock_key(contact), fence_key(contact)], args=[str(token)])
+
+    def holds(self, contact: str, token: int) -> bool:
+        """Whether `token` is still the newest one (no flush has taken over since)."""
+        return _s(self.redis.get(fence_key(contact)) or b"") == str(token)
+
+    def arm(self, contact: str, token: int, intent: dict[str, Any], ttl: float) -> bool:
+        """Right before a write: check the lease is still ours, extend it by `ttl` and store
+        the intent, in one step. False when a newer flush holds the contact."""
+        ok = self._arm(
+            keys=[lock_key(contact), fence_key(contact), intent_key_of(contact)],
+            args=[str(token), max(1, int(ttl * 1000)), json.dumps(intent)],
+        )
+        return bool(ok)
+
+    # ---- create at most once ---------------------------------------------------------------
+    def create_claim(self, record_key: str) -> dict[str, str]:
+        """The record's create claim: state pending|done|uncertain, key, sent_at, email, id."""
+        raw = self.redis.hgetall(create_key(record_key))
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    def take_create_lease(self, record_key: str, owner: str, ttl: float) -> bool:
+        """Become the one worker that may POST (or settle) the record's creation for `ttl`."""
+        key = create_lease_key(record_key)
+        return bool(self.redis.set(key, owner, nx=True, px=max(1, int(ttl * 1000))))
+
+    def release_create_lease(self, record_key: str, owner: str) -> None:
+        self._release(keys=[create_lease_key(record_key), "lls:none"], args=[owner])
+
+    def start_create(
+        self, record_key: str, key: str, sent_at: float, email: str, settle_at: float
+    ) -> None:
+        """Claim the record's creation before the POST: a lost answer is settled at
+        `settle_at` (see `due_creates`), never answered by a second POST with a new key."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            create_key(record_key),
+            mapping={"state": "pending", "key": key, "sent_at": f"{sent_at:.3f}", "email": email},
+        )
+        pipe.zadd(CREATE_DUE, {record_key: settle_at})
+        pipe.execute()
+
+    def finish_create(self, record_key: str, contact: str, ttl: int) -> None:
+        """The record's contact exists in LeadLex: remember it (for `ttl` s) and stop settling."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(create_key(record_key), mapping={"state": "done", "id": contact})
+        pipe.expire(create_key(record_key), ttl)
+        pipe.zrem(CREATE_DUE, record_key)
+        pipe.execute()
+
+    def set_create_state(self, record_key: str, state: str, settle_at: float | None) -> None:
+        """Change a claim's state; `settle_at` None takes it off the settle schedule."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(create_key(record_key), "state", state)
+        if settle_at is None:
+            pipe.zrem(CREATE_DUE, record_key)
+        else:
+            pipe.zadd(CREATE_DUE, {record_key: settle_at})
+        pipe.execute()
+
+    def drop_create(self, record_key: str) -> None:
+        """The POST certainly did not create anything: forget the claim."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(create_key(record_key))
+        pipe.zrem(CREATE_DUE, record_key)
+        pipe.execute()
+
+    def due_creates(self, now: float, limit: int) -> list[str]:
+        """Records whose create answer was lost and may be settled now."""
+        rows = self.redis.zrangebyscore(CREATE_DUE, "-inf", f"{now:.3f}", start=0, num=limit)
+        return [_s(r) for r in rows]
 
     # ---- scheduling -----------------------------------------------------------------------
-    def lock(self, contact: str, ttl: float) -> str | None:
-        token = secrets.token_hex(8)
-        ok = self.redis.set(lock_key(contact), token, nx=True, px=int(ttl * 1000))
-        return token if ok else None
-
-    def unlock(self, contact: str, token: str) -> None:
-        self._unlock(keys=[lock_key(contact)], args=[token])
-
     def lease(self, contact: str, seconds: float) -> None:
         self.redis.set(lease_key(contact), "1", px=max(1, int(seconds * 1000)))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -32,6 +33,10 @@ setup_logging.connect(setup_celery_logging, weak=False)
 _runtime: pipeline.Runtime | None = None
 _runtime_pid: int | None = None
 
+# Test seam (see pipeline.Runtime.seam): a test-only Celery app module sets it before the
+# worker builds its Runtime; production never does.
+runtime_seam: Callable[[str, str], None] | None = None
+
 
 def _dispatch_flush(contact: str, countdown: float) -> None:
     flush_contact.apply_async(args=[contact], countdown=countdown or None, queue=QUEUE_FLUSH)
@@ -44,6 +49,7 @@ def _dispatch_ingest(events: list[dict[str, Any]]) -> None:
 def build_runtime(settings: Settings, client: redis.Redis | None = None) -> pipeline.Runtime:
     """The pipeline's dependencies for this process, from settings (and a Redis client)."""
     api_key = settings.leadlex_api_key.get_secret_value() if settings.leadlex_api_key else ""
+    extra: dict[str, Any] = {"seam": runtime_seam} if runtime_seam is not None else {}
     return pipeline.Runtime(
         settings=settings,
         redis=client or redis.Redis.from_url(settings.redis_url, health_check_interval=30),
@@ -54,6 +60,7 @@ def build_runtime(settings: Settings, client: redis.Redis | None = None) -> pipe
         dispatch_flush=_dispatch_flush,
         dispatch_ingest=_dispatch_ingest,
         lease_seconds=settings.flush_lease_seconds,
+        **extra,
     )
 
 
@@ -127,9 +134,10 @@ def flush_contact(self: Task, contact: str) -> str:
 
 @app.task(name="leadlex_sync.pump", base=_Task, bind=True)
 def pump(self: Task) -> int:
-    """Periodic (beat, every second): dispatch due flushes, probe an open circuit, and
-    enqueue again acknowledged events the broker lost."""
+    """Periodic (beat, every second): dispatch due flushes, probe an open circuit, enqueue
+    again acknowledged events the broker lost, and settle creates whose answer was lost."""
     rt = runtime()
     dispatched = pipeline.pump(rt)
     pipeline.recover_lost(rt)
+    pipeline.settle_creates(rt)
     return dispatched

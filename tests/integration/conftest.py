@@ -103,6 +103,7 @@ def worker_env(redis_url: str, sandbox: Sandbox, **overrides: str) -> dict[str, 
             "VISIBILITY_TIMEOUT_SECONDS": "12",
             "FLUSH_LEASE_SECONDS": "4",
             "LEADLEX_TIMEOUT_SECONDS": "3",
+            "NOTES_SETTLE_DELAY_SECONDS": "0.5",
             "CIRCUIT_PROBE_SECONDS": "2",
             "HUBSPOT_CLIENT_SECRET": HUBSPOT_SECRET,
             "PUBLIC_BASE_URL": PUBLIC_BASE,
@@ -117,8 +118,11 @@ def worker_env(redis_url: str, sandbox: Sandbox, **overrides: str) -> dict[str, 
 class WorkerProcess:
     """A `celery -A worker worker` subprocess (threads pool: SIGKILL takes all of it)."""
 
-    def __init__(self, env: dict[str, str], name: str, *, beat: bool, log_dir: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], name: str, *, beat: bool, log_dir: Path, app: str = "worker"
+    ) -> None:
         self.env = env
+        self.app = app
         self.name = name
         self.beat = beat
         self.log_path = log_dir / f"{name}.log"
@@ -127,7 +131,7 @@ class WorkerProcess:
 
     def start(self, timeout: float = 30.0) -> WorkerProcess:
         argv = [
-            venv_bin("celery"), "-A", "worker", "worker", "-Q", "ingest,flush,control",
+            venv_bin("celery"), "-A", self.app, "worker", "-Q", "ingest,flush,control",
             "-P", "threads", "-c", "4", "-n", f"{self.name}@%h", "-l", "INFO",
             "--without-gossip", "--without-mingle",
         ]
@@ -181,12 +185,15 @@ def workers(
     started: list[WorkerProcess] = []
     tmp = Path(tempfile.mkdtemp(prefix="lls-workers-"))
 
-    def start(name: str | None = None, *, beat: bool | None = None, **env: str) -> WorkerProcess:
+    def start(
+        name: str | None = None, *, beat: bool | None = None, app: str = "worker", **env: str
+    ) -> WorkerProcess:
         proc = WorkerProcess(
             worker_env(redis_url, sandbox, **env),
             name or f"w{len(started) + 1}",
             beat=(not started) if beat is None else beat,
             log_dir=tmp,
+            app=app,
         )
         started.append(proc)
         return proc.start()

@@ -150,3 +150,13 @@ def test_third_party_key_edits_change_updated_date(
             seen.append(stored(control, contact["id"])["updated_date"])
     assert seen == sorted(set(seen))
     assert len(seen) == 3
+
+
+def test_error_methods_limits_injected_5xx_to_those_methods(
+    api: httpx.Client, control: httpx.Client, contact: dict[str, Any]
+) -> None:
+    """error_methods=["PATCH"] fails every PATCH while reads still answer 200."""
+    _faults(control, error_rate_5xx=1.0, error_methods=["PATCH"])
+    assert api.get(f"/v1/contacts/{contact['id']}").status_code == 200
+    assert api.patch(f"/v1/contacts/{contact['id']}", json={"notes": "x"}).status_code >= 500
+    assert stored(control, contact["id"])["notes"] == "Met at conference."

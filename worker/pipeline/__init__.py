@@ -37,6 +37,7 @@ exit right after LeadLex's answer, before local state is committed.
 from worker.pipeline.flush import flush
 from worker.pipeline.ingest import INBOX_GRACE_SECONDS, ingest, recover_lost, replay_unlinked
 from worker.pipeline.pump import probe, pump
+from worker.pipeline.resolve import settle_creates
 from worker.pipeline.runtime import FlushOutcome, Runtime
 
 __all__ = [
@@ -49,4 +50,5 @@ __all__ = [
     "pump",
     "recover_lost",
     "replay_unlinked",
+    "settle_creates",
 ]

@@ -50,6 +50,10 @@ class Runtime:
     dispatch_ingest: Callable[[list[dict[str, Any]]], None] = lambda events: None
     clock: Callable[[], float] = redis_clock
     lease_seconds: float = 60.0
+    # Test seam: called at named points of a flush ("before_arm": right before the lease
+    # re-check and the PATCH; "after_answer": after LeadLex's 2xx, before the commit) with
+    # (point, contact). Production leaves it a no-op; tests stall or crash there.
+    seam: Callable[[str, str], None] = lambda point, contact: None
     state: State = field(init=False)
     dlq: DeadLetters = field(init=False)
     metrics: Metrics = field(init=False)
@@ -128,6 +132,22 @@ class FlushOutcome:
 # it said (LeadLex's X-RateLimit-Reset arrives after the refusal; a pause is cleared), and a
 # re-check costs Redis work only, never a LeadLex call.
 _RECHECKED = frozenset({"minute", "daily", "paused", "budget"})
+
+
+def flush_lease_seconds(rt: Runtime) -> float:
+    """How long a flush's fenced lease lives after each (re)arm: longer than one LeadLex call
+    can take with the client's timeouts (connect, write and read phases are each bounded by
+    LEADLEX_TIMEOUT_SECONDS), plus a margin for the Redis steps around it."""
+    return 3 * rt.settings.leadlex_timeout_seconds + 2
+
+
+def settle_due(rt: Runtime, intent: dict[str, Any]) -> float:
+    """When a write of unknown outcome may be settled: once a late apply can no longer land."""
+    return (
+        float(intent.get("sent_at") or 0)
+        + rt.settings.leadlex_timeout_seconds
+        + rt.settings.notes_settle_delay_seconds
+    )
 
 
 def park(rt: Runtime, contact: str, until: float, reason: str) -> None:
