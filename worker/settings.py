@@ -97,6 +97,8 @@ class Settings(BaseModel):
     deletion_policy: Literal["unlink", "ignore"] = Field("unlink", alias="DELETION_POLICY")
     max_retry_age_seconds: int = Field(86_400, alias="MAX_RETRY_AGE_SECONDS", ge=60)
     visibility_timeout_seconds: int = Field(3_600, alias="VISIBILITY_TIMEOUT_SECONDS", ge=5)
+    # promises-lifecycle: event times later than receive time + this are clamped to it.
+    max_clock_skew_seconds: int = Field(300, alias="MAX_CLOCK_SKEW_SECONDS", ge=0, le=86_400)
     log_format: Literal["auto", "json", "console"] = Field("auto", alias="LOG_FORMAT")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
 

@@ -127,9 +127,10 @@ def flush_contact(self: Task, contact: str) -> str:
 
 @app.task(name="leadlex_sync.pump", base=_Task, bind=True)
 def pump(self: Task) -> int:
-    """Periodic (beat, every second): dispatch due flushes, probe an open circuit, and
-    enqueue again acknowledged events the broker lost."""
+    """Periodic (beat, every second): dispatch due flushes, probe an open circuit,
+    enqueue again acknowledged events the broker lost, and retry parked lookups."""
     rt = runtime()
     dispatched = pipeline.pump(rt)
     pipeline.recover_lost(rt)
+    pipeline.retry_unresolved(rt)
     return dispatched

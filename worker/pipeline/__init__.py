@@ -1,7 +1,9 @@
 """Orchestration: what happens to a ChangeEvent behind the queue (no Celery here).
 
-One module per stage: runtime (the Runtime and shared pieces), ingest, resolve, flush,
-settle (a PATCH of unknown outcome), failures (what an error does), pump.
+One module per stage: runtime (the Runtime and shared pieces), ingest, lifecycle
+(deletion, restore, merge by CRM time), resolve, linking (every new link, replay of
+parked events), flush, settle (a PATCH of unknown outcome), failures (what an error
+does), pump.
 
 ingest(event)   dedupe -> merge into the record snapshot (newest per field) -> map to
                 LeadLex fields -> resolve the LeadLex contact -> stage fields for it
@@ -36,6 +38,7 @@ exit right after LeadLex's answer, before local state is committed.
 
 from worker.pipeline.flush import flush
 from worker.pipeline.ingest import INBOX_GRACE_SECONDS, ingest, recover_lost, replay_unlinked
+from worker.pipeline.linking import link_records, replay_parked, retry_unresolved
 from worker.pipeline.pump import probe, pump
 from worker.pipeline.runtime import FlushOutcome, Runtime
 
@@ -45,8 +48,11 @@ __all__ = [
     "Runtime",
     "flush",
     "ingest",
+    "link_records",
     "probe",
     "pump",
     "recover_lost",
+    "replay_parked",
     "replay_unlinked",
+    "retry_unresolved",
 ]
