@@ -5,9 +5,12 @@ One module per stage: runtime (the Runtime and shared pieces), ingest, lifecycle
 parked events), flush, settle (a PATCH of unknown outcome), failures (what an error
 does), pump.
 
-ingest(event)   dedupe -> merge into the record snapshot (newest per field) -> map to
-                LeadLex fields -> resolve the LeadLex contact -> stage fields for it
-                (never older than applied) -> mark seen -> schedule one flush.
+ingest(event)   clamp a future time -> dedupe -> (lifecycle events: apply in CRM-time
+                order) -> merge into the record snapshot (newest per field, whole-record
+                events only where the value changed, ties by value) -> map to LeadLex
+                fields -> resolve the LeadLex contact (a new link replays the record's
+                parked events) or park -> stage fields for it (never older than
+                applied) -> mark seen -> schedule one flush.
 flush(contact)  lock -> settle an in-flight PATCH of unknown outcome -> drop no-op
                 fields -> take the global budget -> write intent -> PATCH once with
                 every staged field -> commit / park / back off / dead-letter.
