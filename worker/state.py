@@ -194,11 +194,14 @@ return out
 # ARGV: due_at, seen_ttl, fp, lease_ms, staged-counter, stale-counter, coalesced-counter
 #       ('' = not counted), extra stale, then field, value, ts, origin (4 per field).
 # Returns {newly_due (0/1), staged count, stale count}. Equal CRM times follow the tie
-# rule (_GT) against both applied and staged values, counted in `field_time_ties`.
+# rule (_GT) against both applied and staged values, counted in `field_time_ties`; except
+# for a restage without an event (seen = '': the flush re-mapping staged values from their
+# record's snapshot), which replaces values as new as itself, as before ties had a rule.
 _STAGE = (
     _GT
     + """
 local staged, stale, ties = 0, 0, 0
+local ruled = KEYS[4] ~= ''
 for i = 9, #ARGV, 4 do
   local f, v, ts, origin = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   local newer, tie = true, false
@@ -207,7 +210,7 @@ for i = 9, #ARGV, 4 do
     local d = cjson.decode(a)
     local ats = tonumber(d[2])
     if ats > ts then newer = false
-    elseif ats == ts and type(d[1]) == 'string' and d[1] ~= v then
+    elseif ruled and ats == ts and type(d[1]) == 'string' and d[1] ~= v then
       tie, newer = true, gt(v, d[1])
     end
   end
@@ -216,7 +219,7 @@ for i = 9, #ARGV, 4 do
     local d = cjson.decode(s)
     local sts = tonumber(d[2])
     if sts > ts then newer = false
-    elseif sts == ts and d[1] ~= v then tie, newer = true, gt(v, d[1]) end
+    elseif ruled and sts == ts and d[1] ~= v then tie, newer = true, gt(v, d[1]) end
   end
   if tie then ties = ties + 1 end
   if newer then
@@ -418,13 +421,20 @@ return {inherited, target or false, unpack(out)}
 """
 )
 
-# Park an event of a record. KEYS: parked events, links, resolve retry
+# Park an event of a record. KEYS: parked events, links, resolve retry, life, gone (legacy)
 # ARGV: fp, event json, record field, any-account field, retry member, retry_at ('' = no
-# retry: the lookup found nothing), check link (1/0).
-# With check link, a link set since the event was resolved is returned instead of parking
-# (setting links and parking are atomic, so no event is parked after its link appeared
-# without being replayed).
-_PARK = """
+# retry: the lookup found nothing), mode ('1' unresolved, '2' deleted), ts_ms.
+# Unresolved: a link set since the event was resolved is returned instead of parking.
+# Deleted: when the record is no longer deleted at or after ts (a restore came in between),
+# 'reopened' is returned instead of parking. Setting links, restores and parking are each
+# atomic, so no event is parked after what would replay it has run.
+_PARK = (
+    _LIFE_OF
+    + """
+if ARGV[7] == '2' then
+  local state, lts = life_of(KEYS[4], KEYS[5], ARGV[3])
+  if state ~= 'deleted' or lts < tonumber(ARGV[8]) then return 'reopened' end
+end
 if ARGV[7] == '1' then
   local link = redis.call('HGET', KEYS[2], ARGV[3]) or redis.call('HGET', KEYS[2], ARGV[4])
   if link then return link end
@@ -437,6 +447,7 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return false
 """
+)
 
 # Records whose lookup is due again: lease each until ARGV[2] (a re-park or a link moves
 # or removes it; a dead worker's claim comes back). KEYS: resolve retry
@@ -688,20 +699,25 @@ class State:
         check_link: bool,
         retry_at: float | None = None,
     ) -> str | None:
-        """Park an event of a record (`lls:unlinked:*`). With `check_link` (the event could
-        not be resolved), a link that appeared meanwhile is returned instead of parking, and
-        the record's lookup retry is scheduled at `retry_at` (None: the lookup found nothing,
-        no retry). Returns that link, or None when parked."""
+        """Park an event of a record (`lls:unlinked:*`).
+
+        `check_link` (the event could not be resolved): a link that appeared meanwhile is
+        returned instead of parking, and the record's lookup retry is scheduled at
+        `retry_at` (None: the lookup found nothing, no retry). Otherwise (the record is
+        deleted): "reopened" is returned instead of parking when a restore came in between.
+        Returns None when parked."""
         source, account, object_id = event["source"], event["account"], event["object_id"]
-        keys = [unlinked_key(source, object_id), LINKS, RESOLVE_RETRY]
+        record = link_field(source, account, object_id)
+        keys = [unlinked_key(source, object_id), LINKS, RESOLVE_RETRY, LIFE, GONE]
         argv = [
             event["fingerprint"],
             json.dumps(event),
-            link_field(source, account, object_id),
+            record,
             link_field(source, "", object_id),
             f"{source}:{object_id}",
             f"{retry_at:.3f}" if retry_at is not None else "",
-            "1" if check_link else "0",
+            "1" if check_link else "2",
+            event["occurred_at_ms"],
         ]
         link = self._park(keys=keys, args=argv)
         return _s(link) if link else None

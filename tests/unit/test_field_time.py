@@ -58,14 +58,24 @@ def test_staging_ties_converge_and_are_counted(redis_client: redis.Redis) -> Non
     """Staging applies the tie rule against staged and applied values and counts the tie."""
     st = State(redis_client)
     origin = {"r": "hubspot:1:1"}
-    st.stage("c1", [("job_title", "B", 5, origin)], due_at=1, fp=None, seen_ttl=60)
-    st.stage("c1", [("job_title", "A", 5, origin)], due_at=1, fp=None, seen_ttl=60)
-    st.stage("c2", [("job_title", "A", 5, origin)], due_at=1, fp=None, seen_ttl=60)
+    st.stage("c1", [("job_title", "B", 5, origin)], due_at=1, fp="e1", seen_ttl=60)
+    st.stage("c1", [("job_title", "A", 5, origin)], due_at=1, fp="e2", seen_ttl=60)
+    st.stage("c2", [("job_title", "A", 5, origin)], due_at=1, fp="e3", seen_ttl=60)
     st.commit("c2", [(s, "f") for s in st.read_stage("c2")])
-    st.stage("c2", [("job_title", "B", 5, origin)], due_at=1, fp=None, seen_ttl=60)
+    st.stage("c2", [("job_title", "B", 5, origin)], due_at=1, fp="e4", seen_ttl=60)
     assert [s.value for s in st.read_stage("c1")] == ["B"]
     assert [s.value for s in st.read_stage("c2")] == ["B"]
     assert Metrics(redis_client).value("field_time_ties") == 2
+
+
+def test_a_restage_from_the_snapshot_replaces_a_value_as_new(redis_client: redis.Redis) -> None:
+    """The flush's re-mapping from the record snapshot (no event) is not subject to the tie
+    rule: a half-composed name is replaced by the whole one of the same time."""
+    st = State(redis_client)
+    origin = {"r": "hubspot:1:1"}
+    st.stage("c1", [("full_name", "Zed", 5, origin)], due_at=1, fp="e1", seen_ttl=60)
+    st.stage("c1", [("full_name", "Amy Zed", 5, origin)], due_at=1, fp=None, seen_ttl=1)
+    assert [s.value for s in st.read_stage("c1")] == ["Amy Zed"]
 
 
 def test_lifecycle_is_ordered_by_time_and_a_deletion_wins_a_tie(
@@ -84,3 +94,17 @@ def test_lifecycle_is_ordered_by_time_and_a_deletion_wins_a_tie(
     assert st.lifecycle("p", "hubspot:1:2", "privacy_delete", 10, 60)[0] == "applied"
     assert st.lifecycle("r4", "hubspot:1:2", "restore", 500, 60)[0] == "final"
     assert st.life("hubspot:1:2") == Life("erased", 100)
+
+
+def test_parking_for_a_deletion_sees_a_restore_that_came_in_between(
+    redis_client: redis.Redis,
+) -> None:
+    """An event found blocked by a deletion is not parked once a restore has been applied
+    meanwhile (that restore's replay already ran), so it cannot wait forever."""
+    st = State(redis_client)
+    event = {"source": "hubspot", "account": "1", "object_id": "3", "fingerprint": "e"}
+    assert st.lifecycle("d", "hubspot:1:3", "delete", 100, 60)[0] == "applied"
+    assert st.park({**event, "occurred_at_ms": 50}, check_link=False) is None
+    assert st.lifecycle("r", "hubspot:1:3", "restore", 200, 60)[0] == "applied"
+    assert st.park({**event, "occurred_at_ms": 60}, check_link=False) == "reopened"
+    assert st.has_parked("hubspot", "3")  # the first one, for the restore's replay

@@ -62,7 +62,9 @@ def ingest(rt: Runtime, event: ChangeEvent) -> str:
     if life is not None and life.blocks(event.occurred_at_ms):
         if life.state == "deleted":
             # Dated at or before the record's deletion: a restore replays it.
-            st.park(event.to_dict(), check_link=False)
+            if st.park(event.to_dict(), check_link=False) is not None:
+                rt.dispatch_ingest([event.to_dict()])  # restored meanwhile: take it again
+                return "requeued"
             rt.metrics.incr("events_parked", reason="deleted")
             return "gone"
         st.mark_seen(event.fingerprint, ttl)  # erased, or merged into another record
