@@ -385,7 +385,8 @@ return {outcome, raw or false}
 # (and is not erased). KEYS: life, seen, links, gone (legacy)
 # ARGV: prefix, survivor field, survivor any-account field, ts_ms, seen_ttl, then
 # (record field, any-account field) per merged record.
-# Returns {-1} when seen, else {inherited (0/1), survivor's link or false, merged records...}.
+# Returns {-1} when seen, else {inherited (0/1), survivor's link or false, then the
+# 1-based positions of the records merged now}.
 _MERGE = (
     _LIFE_OF
     + """
@@ -413,7 +414,7 @@ for i = 6, #ARGV, 2 do
         redis.call('SREM', ARGV[1] .. 'rlinks:' .. c, f)
       end
     end
-    table.insert(out, rec)
+    table.insert(out, (i - 4) / 2)
   end
 end
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[5])
@@ -669,13 +670,14 @@ class State:
             ts_ms,
             seen_ttl,
         ]
-        for other in merged:
+        others = list(merged)
+        for other in others:
             argv += [link_field(source, account, other), link_field(source, "", other)]
         reply = self._merge(keys=[LIFE, seen_key(fp), LINKS, GONE], args=argv)
         if int(reply[0]) == -1:
             return True, False, None, []
         target = _s(reply[1]) if reply[1] else None
-        return False, bool(int(reply[0])), target, [_s(r).split(":", 2)[2] for r in reply[2:]]
+        return False, bool(int(reply[0])), target, [others[int(n) - 1] for n in reply[2:]]
 
     def life(self, record_key: str) -> Life | None:
         raw = self.redis.hget(LIFE, record_key)

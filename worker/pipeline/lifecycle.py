@@ -71,7 +71,7 @@ def _merge(rt: Runtime, event: ChangeEvent) -> str:
     seen, inherited, target, merged = rt.state.merge(
         event.fingerprint,
         (event.source, event.account, event.object_id),
-        event.merged_ids,
+        [m for m in event.merged_ids if m != event.object_id],
         event.occurred_at_ms,
         rt.settings.dedupe_ttl_seconds,
     )
