@@ -344,8 +344,9 @@ return out
 # events, gone (legacy)   ARGV: record field, any-account field, kind, ts_ms, seen_ttl, prefix
 # Returns {outcome, previous entry or false}: outcome 'duplicate', 'final' (erased before),
 # 'stale' (a newer lifecycle event, or one as new: a deletion wins a tie with a restore) or
-# 'applied'. A privacy deletion is final: it drops the links, the snapshot and the parked
-# events (the personal data we hold) and no later event of the record is synced.
+# 'applied'. A privacy deletion is final: it drops the links, the snapshot, the parked
+# events, the record's staged values and remembered notes text (the personal data we hold),
+# and no later event of the record is synced.
 _LIFECYCLE = (
     _LIFE_OF
     + """
@@ -364,6 +365,14 @@ elseif kind == 'privacy_delete' then
     if c then
       redis.call('HDEL', KEYS[3], f)
       redis.call('SREM', ARGV[6] .. 'rlinks:' .. c, f)
+      -- values of this record not sent yet, and the notes text we remember for it
+      local sk = ARGV[6] .. 'stage:' .. c
+      local rows = redis.call('HGETALL', sk)
+      for j = 1, #rows, 2 do
+        local o = cjson.decode(rows[j + 1])[3]
+        if type(o) == 'table' and o.r == ARGV[1] then redis.call('HDEL', sk, rows[j]) end
+      end
+      redis.call('HDEL', ARGV[6] .. 'notes:' .. c, ARGV[1])
     end
   end
   redis.call('DEL', KEYS[4], KEYS[5])

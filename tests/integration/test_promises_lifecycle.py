@@ -222,19 +222,22 @@ def test_merges_are_ordered_by_time_and_a_replayed_merge_is_harmless(
 
 def test_privacy_deletion_is_final(harness: Any, sandbox: Sandbox) -> None:
     """After a privacy deletion no restore or later edit syncs the record again, and the
-    CRM values we held for it are gone."""
+    CRM values we held for it (snapshot, unsent staged values, link) are gone."""
     cid = sandbox.seed(full_name="Private Person")
     h = harness()
     link(h, "hubspot", PORTAL, "45", cid)
     t0 = now_ms() - 60_000
     assert h.ingest(hs("45", {"jobtitle": "Known"}, t0)) == "staged"
     assert h.flush_all() == ["sent"]
+    assert h.ingest(hs("45", {"phone": "+1 415 555 0145"}, t0 + 5_000)) == "staged"
     assert h.ingest(hs("45", {}, t0 + 10_000, kind="privacy_delete")) == "erased"
+    assert h.rt.state.read_stage(cid) == []  # not sent after the erasure
     assert h.ingest(hs("45", {}, t0 + 20_000, kind="restore")) == "erased"
     assert h.ingest(hs("45", {"jobtitle": "Again"}, t0 + 30_000)) == "erased"
     assert h.rt.state.snapshot(f"hubspot:{PORTAL}:45") == {}
     assert h.rt.state.resolve_link("hubspot", PORTAL, "45") is None
-    assert h.flush_all() == []
+    assert h.flush_all() == ["empty"]  # the contact was due; nothing is left to send
+    assert len(sandbox.patches(cid)) == 1
     assert sandbox.contact(cid)["job_title"] == "Known"
 
 

@@ -68,7 +68,8 @@ def ingest(rt: Runtime, event: ChangeEvent) -> str:
             rt.metrics.incr("events_parked", reason="deleted")
             return "gone"
         st.mark_seen(event.fingerprint, ttl)  # erased, or merged into another record
-        rt.metrics.incr("events_ignored", source=event.source, kind=life.state)
+        rt.metrics.incr("events_ignored", source=event.source, kind=event.kind)
+        log.info("event of an erased or merged record ignored", extra={"record": record})
         return life.state
 
     # The fields whose value this event set (or, on a tie, competes for): an unchanged

@@ -10,7 +10,8 @@ over a restore (the conservative choice; it does not depend on arrival order).
   DELETION_POLICY=ignore: deletions do nothing.
 - restore: syncing resumes (the link is still there) and the parked events are replayed.
 - privacy_delete (HubSpot GDPR deletion), whatever DELETION_POLICY says: final. The record's
-  links, snapshot and parked events (the personal data we hold) are dropped, and no later
+  links, snapshot, parked events, staged values not sent yet and remembered notes text (the
+  personal data we hold) are dropped, and no later
   event of the record (a restore, an edit, a replay) is ever synced again. LeadLex is left
   untouched: erasing the person there is the operator's decision.
 - merge: each merged record not past the merge's time stops syncing (`merged`) and loses its
