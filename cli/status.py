@@ -55,6 +55,8 @@ def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
             "oldest_due": iso(state.oldest_due() or 0),
             "drains_by": iso(drain_at) if backlog else None,
             "unlinked_records": state.count_unlinked(),
+            "lookups_pending": state.count_resolve_retries(),
+            "deleted_records": state.count_deleted(),
         },
         "paused_until": iso(budget.paused_until) if budget.paused_until > now else None,
         "pause_reason": budget.pause_reason if budget.paused_until > now else "",
@@ -83,7 +85,9 @@ def status(as_json: bool) -> None:
     click.echo(
         f"backlog    {q['contacts_waiting']} contacts waiting"
         + (f", drains by {q['drains_by']}" if q["drains_by"] else "")
-        + f"; {q['unlinked_records']} unlinked records parked"
+        + f"; {q['unlinked_records']} records with parked events"
+        + f" ({q['lookups_pending']} awaiting a lookup retry)"
+        + f"; {q['deleted_records']} records deleted in the CRM"
     )
     if report["paused_until"]:
         click.echo(f"paused     until {report['paused_until']} ({report['pause_reason']})")

@@ -46,6 +46,18 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         (),
     ),
     "flushes_fenced": ("Flush steps refused because a newer flush holds the contact", ()),
+    # promises-lifecycle: record lifecycle, per-field time, ties, future clamp
+    "lifecycle_events": (
+        "Deletions, restores, merges and privacy deletions by outcome (stale = older than "
+        "the record's newest lifecycle event)",
+        ("kind", "outcome"),
+    ),
+    "field_time_ties": ("Field values with equal CRM times, decided by the tie rule", ()),
+    "event_times_clamped": (
+        "Event times from the future clamped to receive time + MAX_CLOCK_SKEW_SECONDS",
+        ("source",),
+    ),
+    "events_replayed": ("Parked events enqueued again (a link appeared, a lookup retry)", ()),
 }
 
 # Buckets in seconds, for CRM-time -> LeadLex-200 latency.

@@ -109,6 +109,8 @@ class Settings(BaseModel):
     notes_settle_delay_seconds: float = Field(
         150.0, alias="NOTES_SETTLE_DELAY_SECONDS", ge=0, le=3600
     )
+    # promises-lifecycle: event times later than receive time + this are clamped to it.
+    max_clock_skew_seconds: int = Field(300, alias="MAX_CLOCK_SKEW_SECONDS", ge=0, le=86_400)
     log_format: Literal["auto", "json", "console"] = Field("auto", alias="LOG_FORMAT")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
 

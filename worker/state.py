@@ -8,10 +8,18 @@ can finish from. Key layout (all under `lls:`):
 - `lls:snap:{src}:{acct}:{id}` (hash): a record's last known CRM values, field ->
   [value, ts_ms].
 - `lls:links` (hash): `{src}:{acct}:{id}` -> LeadLex id (`acct` empty = any account);
-  `lls:rlinks:{leadlex_id}` (set) is the reverse index.
-- `lls:gone` (hash): `{src}:{acct}:{id}` -> deletion time (record no longer synced).
-- `lls:unlinked:{src}:{id}` (hash): parked events of a record with no link,
-  fingerprint -> event.
+  `lls:rlinks:{leadlex_id}` (set) is the reverse index. A CRM deletion keeps the link (the
+  record's lifecycle says it is inactive), so a restore resumes syncing.
+- `lls:life` (hash): `{src}:{acct}:{id}` -> `{state}:{ts_ms}`, the record's newest
+  lifecycle event by CRM time: `deleted`, `active` (restored), `merged` (into another
+  record) or `erased` (privacy deletion, final). A lifecycle event older than (or, for a
+  restore, as old as) the stored one does nothing. `lls:gone` (hash, record -> deletion
+  time) is the older form of `deleted`, still read.
+- `lls:unlinked:{src}:{id}` (hash): parked events of a record, fingerprint -> event: no
+  link yet, or dated before the record's deletion (replayed by a restore).
+- `lls:resolve:retry` (zset): `{src}:{id}` -> when to try again the contact lookup of a
+  record whose events are parked because the lookup could not run (no budget, circuit
+  open, LeadLex error); the pump's `retry_unresolved` replays them.
 - `lls:stage:{leadlex_id}` (hash): staged LeadLex field -> [value, ts_ms, origin].
 - `lls:applied:{leadlex_id}` (hash): last value applied per field -> [value, ts_ms]
   (value null: unknown since a PATCH of unknown outcome, so it is sent again);
@@ -59,7 +67,7 @@ from typing import Any
 
 import redis
 
-from worker.metrics import COUNTERS_KEY
+from worker.metrics import COUNTERS_KEY, Metrics
 
 P = "lls:"
 DUE = f"{P}due"
@@ -67,6 +75,8 @@ LINKS = f"{P}links"
 INBOX = f"{P}inbox"
 INBOX_AT = f"{P}inbox:at"
 GONE = f"{P}gone"
+LIFE = f"{P}life"
+RESOLVE_RETRY = f"{P}resolve:retry"
 NOTES_PREFIX = "notes|"
 
 
@@ -138,47 +148,112 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-# The first step of ingest in one round trip: dedupe check, deletion mark, link, and (for
-# events with values) the snapshot merge. KEYS: seen, gone, links, snapshot
-# ARGV: record field, any-account field, merge (0/1), ts_ms, then field, value-json pairs.
-# Returns {1} when seen, else {0, gone or false, link or false, snapshot...}.
-_PRELUDE = """
+# The tie rule shared by the prelude and staging: on equal CRM times the greater value wins,
+# compared bytewise on UTF-8 (not with the server's locale); a null (cleared or unknown)
+# value is below any text. It does not depend on arrival order, so replicas converge.
+_GT = """
+local function gt(a, b)
+  if a == b or type(a) ~= 'string' then return false end
+  if type(b) ~= 'string' then return true end
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+"""
+
+# A record's lifecycle entry `state:ts` (see the module docstring), with the legacy
+# deletion mark as fallback. Returns state, ts (number) and the raw entry, or nil.
+_LIFE_OF = """
+local function life_of(life_key, gone_key, record)
+  local raw = redis.call('HGET', life_key, record)
+  if not raw then
+    local g = redis.call('HGET', gone_key, record)
+    if not g then return nil, nil, nil end
+    raw = 'deleted:' .. g
+  end
+  local state, ts = string.match(raw, '^(%a+):(%-?%d+)$')
+  return state, tonumber(ts), raw
+end
+"""
+
+# The first step of ingest in one round trip: dedupe check, lifecycle, link, and (for
+# events with values) the snapshot merge. KEYS: seen, life, links, snapshot, gone (legacy)
+# ARGV: record field, any-account field, merge (0/1), ts_ms, whole record (0/1), then
+# field, value-json pairs. Returns {1} when seen, else {0, life entry or false, link or
+# false, snapshot...}. Nothing is merged while the record is erased, or deleted / merged
+# at or after ts. A field takes the event's value when it is newer, or as new and greater
+# (the tie rule); for a whole-record event a value equal to the known one keeps its time.
+_PRELUDE = (
+    _GT
+    + _LIFE_OF
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {1} end
-local gone = redis.call('HGET', KEYS[2], ARGV[1])
+local state, lts, life = life_of(KEYS[2], KEYS[5], ARGV[1])
 local link = redis.call('HGET', KEYS[3], ARGV[1])
 if not link then link = redis.call('HGET', KEYS[3], ARGV[2]) end
 local ts = tonumber(ARGV[4])
-if ARGV[3] == '1' and ((not gone) or tonumber(gone) < ts) then
-  for i = 5, #ARGV, 2 do
+local open = (not state) or (state ~= 'erased' and (state == 'active' or lts < ts))
+if ARGV[3] == '1' and open then
+  local whole = ARGV[5] == '1'
+  for i = 6, #ARGV, 2 do
+    local v = cjson.decode(ARGV[i + 1])
     local cur = redis.call('HGET', KEYS[4], ARGV[i])
-    if (not cur) or tonumber(cjson.decode(cur)[2]) <= ts then
-      redis.call('HSET', KEYS[4], ARGV[i], cjson.encode({cjson.decode(ARGV[i + 1]), ts}))
+    local take = true
+    if cur then
+      local c = cjson.decode(cur)
+      local cts = tonumber(c[2])
+      if whole and c[1] == v then take = false
+      elseif cts > ts then take = false
+      elseif cts == ts then take = gt(v, c[1]) end
     end
+    if take then redis.call('HSET', KEYS[4], ARGV[i], cjson.encode({v, ts})) end
   end
 end
-local out = {0, gone or false, link or false}
+local out = {0, life or false, link or false}
 if ARGV[3] == '1' then
   local snap = redis.call('HGETALL', KEYS[4])
   for i = 1, #snap do out[#out + 1] = snap[i] end
 end
 return out
 """
+)
 
 # Stage LeadLex field values for a contact, never older than what was applied or staged;
 # in the same step mark the event seen, unpark it, lease a newly due contact and count.
 # KEYS: stage, applied, due, seen ('' = none), unlinked, counters, lease
 # ARGV: due_at, seen_ttl, fp, lease_ms, staged-counter, stale-counter, coalesced-counter
 #       ('' = not counted), extra stale, then field, value, ts, origin (4 per field).
-# Returns {newly_due (0/1), staged count, stale count}.
-_STAGE = """
-local staged, stale = 0, 0
+# Returns {newly_due (0/1), staged count, stale count}. Equal CRM times follow the tie
+# rule (_GT) against both applied and staged values, counted in `field_time_ties`; except
+# for a restage without an event (seen = '': the flush re-mapping staged values from their
+# record's snapshot), which replaces values as new as itself, as before ties had a rule.
+_STAGE = (
+    _GT
+    + """
+local staged, stale, ties = 0, 0, 0
+local ruled = KEYS[4] ~= ''
 for i = 9, #ARGV, 4 do
   local f, v, ts, origin = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
-  local newer = true
+  local newer, tie = true, false
   local a = redis.call('HGET', KEYS[2], f)
-  if a and tonumber(cjson.decode(a)[2]) > ts then newer = false end
+  if a then
+    local d = cjson.decode(a)
+    local ats = tonumber(d[2])
+    if ats > ts then newer = false
+    elseif ruled and ats == ts and type(d[1]) == 'string' and d[1] ~= v then
+      tie, newer = true, gt(v, d[1])
+    end
+  end
   local s = redis.call('HGET', KEYS[1], f)
-  if newer and s and tonumber(cjson.decode(s)[2]) > ts then newer = false end
+  if newer and s then
+    local d = cjson.decode(s)
+    local sts = tonumber(d[2])
+    if sts > ts then newer = false
+    elseif ruled and sts == ts and d[1] ~= v then tie, newer = true, gt(v, d[1]) end
+  end
+  if tie then ties = ties + 1 end
   if newer then
     redis.call('HSET', KEYS[1], f, cjson.encode({v, ts, cjson.decode(origin)}))
     staged = staged + 1
@@ -199,8 +274,10 @@ if ARGV[5] ~= '' then
   if all_stale > 0 then redis.call('HINCRBY', KEYS[6], ARGV[6], all_stale) end
   if added == 0 and staged > 0 then redis.call('HINCRBY', KEYS[6], ARGV[7], 1) end
 end
+if ties > 0 then redis.call('HINCRBY', KEYS[6], '__TIES__', ties) end
 return {added, staged, stale}
-"""
+""".replace("__TIES__", Metrics.field("field_time_ties"))
+)
 
 # Commit a flush's outcome. KEYS: stage, applied, due, intent, notes, attempts, fence, dlq,
 # counters. ARGV: contact, updated_date, now_due, token, intent key ('' = none), letters
@@ -364,6 +441,156 @@ return out
 """
 
 
+# ---- record lifecycle, links and parking (ordered by CRM time per record) -------------------
+# Delete, restore or privacy-delete one record, unless its lifecycle already holds a newer
+# event; mark the event seen in the same step. KEYS: life, seen, links, snapshot, parked
+# events, gone (legacy)   ARGV: record field, any-account field, kind, ts_ms, seen_ttl, prefix
+# Returns {outcome, previous entry or false}: outcome 'duplicate', 'final' (erased before),
+# 'stale' (a newer lifecycle event, or one as new: a deletion wins a tie with a restore) or
+# 'applied'. A privacy deletion is final: it drops the links, the snapshot, the parked
+# events, the record's staged values and remembered notes text (the personal data we hold),
+# and no later event of the record is synced.
+_LIFECYCLE = (
+    _LIFE_OF
+    + """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'duplicate', false} end
+local state, lts, raw = life_of(KEYS[1], KEYS[6], ARGV[1])
+local kind, ts = ARGV[3], tonumber(ARGV[4])
+local outcome = 'applied'
+if state == 'erased' then
+  outcome = 'final'
+elseif kind == 'privacy_delete' then
+  local at = ARGV[4]
+  if lts and lts > ts then at = string.match(raw, ':(.*)$') end
+  redis.call('HSET', KEYS[1], ARGV[1], 'erased:' .. at)
+  for _, f in ipairs({ARGV[1], ARGV[2]}) do
+    local c = redis.call('HGET', KEYS[3], f)
+    if c then
+      redis.call('HDEL', KEYS[3], f)
+      redis.call('SREM', ARGV[6] .. 'rlinks:' .. c, f)
+      -- values of this record not sent yet, and the notes text we remember for it
+      local sk = ARGV[6] .. 'stage:' .. c
+      local rows = redis.call('HGETALL', sk)
+      for j = 1, #rows, 2 do
+        local o = cjson.decode(rows[j + 1])[3]
+        if type(o) == 'table' and o.r == ARGV[1] then redis.call('HDEL', sk, rows[j]) end
+      end
+      redis.call('HDEL', ARGV[6] .. 'notes:' .. c, ARGV[1])
+    end
+  end
+  redis.call('DEL', KEYS[4], KEYS[5])
+elseif lts and (lts > ts or (lts == ts and (kind == 'restore' or state ~= 'active'))) then
+  outcome = 'stale'
+else
+  local to = 'deleted:'
+  if kind == 'restore' then to = 'active:' end
+  redis.call('HSET', KEYS[1], ARGV[1], to .. ARGV[4])
+end
+if outcome ~= 'stale' then redis.call('HDEL', KEYS[6], ARGV[1]) end
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[5])
+return {outcome, raw or false}
+"""
+)
+
+# A merge: each merged record not already past ts becomes `merged:ts` and loses its links;
+# the survivor inherits the first merged record's LeadLex id when it has no link itself
+# (and is not erased). KEYS: life, seen, links, gone (legacy)
+# ARGV: prefix, survivor field, survivor any-account field, ts_ms, seen_ttl, then
+# (record field, any-account field) per merged record.
+# Returns {-1} when seen, else {inherited (0/1), survivor's link or false, then the
+# 1-based positions of the records merged now}.
+_MERGE = (
+    _LIFE_OF
+    + """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {-1} end
+local ts = tonumber(ARGV[4])
+local target = redis.call('HGET', KEYS[3], ARGV[2]) or redis.call('HGET', KEYS[3], ARGV[3])
+local sstate = life_of(KEYS[1], KEYS[4], ARGV[2])
+local inherited = 0
+local out = {}
+for i = 6, #ARGV, 2 do
+  local rec, anyf = ARGV[i], ARGV[i + 1]
+  local state, lts = life_of(KEYS[1], KEYS[4], rec)
+  if state ~= 'erased' and not (lts and lts >= ts) then
+    redis.call('HSET', KEYS[1], rec, 'merged:' .. ARGV[4])
+    redis.call('HDEL', KEYS[4], rec)
+    for _, f in ipairs({rec, anyf}) do
+      local c = redis.call('HGET', KEYS[3], f)
+      if c then
+        if (not target) and sstate ~= 'erased' then
+          redis.call('HSET', KEYS[3], ARGV[2], c)
+          redis.call('SADD', ARGV[1] .. 'rlinks:' .. c, ARGV[2])
+          target, inherited = c, 1
+        end
+        redis.call('HDEL', KEYS[3], f)
+        redis.call('SREM', ARGV[1] .. 'rlinks:' .. c, f)
+      end
+    end
+    table.insert(out, (i - 4) / 2)
+  end
+end
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[5])
+return {inherited, target or false, unpack(out)}
+"""
+)
+
+# Park an event of a record. KEYS: parked events, links, resolve retry, life, gone (legacy)
+# ARGV: fp, event json, record field, any-account field, retry member, retry_at ('' = no
+# retry: the lookup found nothing), mode ('1' unresolved, '2' deleted), ts_ms.
+# Unresolved: a link set since the event was resolved is returned instead of parking.
+# Deleted: when the record is no longer deleted at or after ts (a restore came in between),
+# 'reopened' is returned instead of parking. Setting links, restores and parking are each
+# atomic, so no event is parked after what would replay it has run.
+_PARK = (
+    _LIFE_OF
+    + """
+if ARGV[7] == '2' then
+  local state, lts = life_of(KEYS[4], KEYS[5], ARGV[3])
+  if state ~= 'deleted' or lts < tonumber(ARGV[8]) then return 'reopened' end
+end
+if ARGV[7] == '1' then
+  local link = redis.call('HGET', KEYS[2], ARGV[3]) or redis.call('HGET', KEYS[2], ARGV[4])
+  if link then return link end
+  if ARGV[6] ~= '' then
+    redis.call('ZADD', KEYS[3], 'LT', ARGV[6], ARGV[5])
+  else
+    redis.call('ZREM', KEYS[3], ARGV[5])
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return false
+"""
+)
+
+# Records whose lookup is due again: lease each until ARGV[2] (a re-park or a link moves
+# or removes it; a dead worker's claim comes back). KEYS: resolve retry
+# ARGV: now, lease until, n
+_CLAIM_RETRY = """
+local rows = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, m in ipairs(rows) do redis.call('ZADD', KEYS[1], ARGV[2], m) end
+return rows
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Life:
+    """A record's newest lifecycle event: state (deleted, active, merged, erased) and time."""
+
+    state: str
+    ts_ms: int
+
+    @classmethod
+    def parse(cls, raw: Any) -> Life | None:
+        if not raw:
+            return None
+        state, _, ts = _s(raw).partition(":")
+        return cls(state, int(ts))
+
+    def blocks(self, ts_ms: int) -> bool:
+        """Whether an event of the record at `ts_ms` must not be synced (yet)."""
+        return self.state == "erased" or (self.state != "active" and self.ts_ms >= ts_ms)
+
+
 @dataclass(frozen=True, slots=True)
 class Letter:
     """A dead letter to add inside a state step: its stream fields, the counter fields to
@@ -403,6 +630,10 @@ class State:
         self._claim = client.register_script(_CLAIM_DUE)
         self._forget = client.register_script(_FORGET)
         self._sweep_inbox = client.register_script(_SWEEP_INBOX)
+        self._lifecycle = client.register_script(_LIFECYCLE)
+        self._merge = client.register_script(_MERGE)
+        self._park = client.register_script(_PARK)
+        self._claim_retry = client.register_script(_CLAIM_RETRY)
 
     # ---- dedupe ---------------------------------------------------------------------------
     def seen(self, fp: str) -> bool:
@@ -412,31 +643,40 @@ class State:
         self.redis.set(seen_key(fp), "1", ex=ttl)
 
     def prelude(
-        self, fp: str, record_key: str, ts_ms: int, changes: Mapping[str, str | None] | None
-    ) -> tuple[bool, int | None, str | None, dict[str, tuple[str | None, int]]]:
-        """(seen, deleted-at, linked LeadLex id, merged snapshot) in one round trip.
+        self,
+        fp: str,
+        record_key: str,
+        ts_ms: int,
+        changes: Mapping[str, str | None] | None,
+        *,
+        whole_record: bool = False,
+    ) -> tuple[bool, Life | None, str | None, dict[str, tuple[str | None, int]]]:
+        """(seen, lifecycle, linked LeadLex id, merged snapshot) in one round trip.
 
-        `changes` None: no merge (events without values); the snapshot is then empty."""
+        `changes` None: no merge (events without values); the snapshot is then empty.
+        `whole_record`: the event carries every field with the record's time; a field whose
+        value did not change keeps its earlier time."""
         source, _account, object_id = record_key.split(":", 2)
         argv: list[Any] = [
             record_key,
             link_field(source, "", object_id),
             "1" if changes is not None else "0",
             ts_ms,
+            "1" if whole_record else "0",
         ]
         for name, value in (changes or {}).items():
             argv += [name, json.dumps(value)]
-        keys = [seen_key(fp), GONE, LINKS, snap_key(record_key)]
+        keys = [seen_key(fp), LIFE, LINKS, snap_key(record_key), GONE]
         reply = self._prelude(keys=keys, args=argv)
         if int(reply[0]) == 1:
             return True, None, None, {}
-        gone = int(reply[1]) if reply[1] else None
+        life = Life.parse(reply[1])
         link = _s(reply[2]) if reply[2] else None
         snap: dict[str, tuple[str | None, int]] = {}
         for i in range(3, len(reply), 2):
             value, ts = json.loads(reply[i + 1])
             snap[_s(reply[i])] = (value, int(ts))
-        return False, gone, link, snap
+        return False, life, link, snap
 
     # ---- snapshots ------------------------------------------------------------------------
     def snapshot(self, record_key: str) -> dict[str, tuple[str | None, int]]:
@@ -453,18 +693,45 @@ class State:
         return _s(found) if found else None
 
     def set_links(self, rows: Iterable[tuple[str, str, str, str]]) -> int:
-        """Store (source, account, object_id, leadlex_id) rows; returns how many were written."""
-        pipe = self.redis.pipeline(transaction=False)
+        """Store (source, account, object_id, leadlex_id) rows; returns how many were written.
+
+        Parked events are not replayed here: use `worker.pipeline.link_records`."""
+        return self._store_links(rows)[0]
+
+    def link(self, rows: Iterable[tuple[str, str, str, str]]) -> list[tuple[str, str]]:
+        """Store links and, atomically with each, end the record's lookup retries and see
+        whether it has parked events; returns those records as (source, object_id)."""
+        return self._store_links(rows)[1]
+
+    def _store_links(
+        self, rows: Iterable[tuple[str, str, str, str]]
+    ) -> tuple[int, list[tuple[str, str]]]:
         n = 0
-        for source, account, object_id, leadlex_id in rows:
-            field = link_field(source, account, object_id)
-            pipe.hset(LINKS, field, leadlex_id)
-            pipe.sadd(rlinks_key(leadlex_id), field)
+        parked: dict[tuple[str, str], None] = {}
+        chunk: list[tuple[str, str, str, str]] = []
+
+        def store() -> None:
+            pipe = self.redis.pipeline(transaction=True)
+            for source, account, object_id, leadlex_id in chunk:
+                field = link_field(source, account, object_id)
+                pipe.hset(LINKS, field, leadlex_id)
+                pipe.sadd(rlinks_key(leadlex_id), field)
+                pipe.zrem(RESOLVE_RETRY, f"{source}:{object_id}")
+                pipe.exists(unlinked_key(source, object_id))
+            replies = pipe.execute()
+            for j, (source, _account, object_id, _id) in enumerate(chunk):
+                if replies[j * 4 + 3]:
+                    parked[(source, object_id)] = None
+            chunk.clear()
+
+        for row in rows:
+            chunk.append(row)
             n += 1
-            if n % 1000 == 0:
-                pipe.execute()
-        pipe.execute()
-        return n
+            if len(chunk) == 1000:
+                store()
+        if chunk:
+            store()
+        return n, list(parked)
 
     def remove_links_for_record(self, source: str, account: str, object_id: str) -> list[str]:
         """Drop the record's links (exact and any-account); returns the LeadLex ids unlinked."""
@@ -498,20 +765,92 @@ class State:
     def count_links(self) -> int:
         return int(self.redis.hlen(LINKS))
 
-    # ---- deleted records --------------------------------------------------------------------
-    def mark_gone(self, record_key: str, ts_ms: int) -> None:
-        self.redis.hset(GONE, record_key, ts_ms)
+    # ---- record lifecycle ---------------------------------------------------------------
+    def lifecycle(
+        self, fp: str, record_key: str, kind: str, ts_ms: int, seen_ttl: int
+    ) -> tuple[str, Life | None]:
+        """Apply a delete / restore / privacy_delete of a record in CRM-time order and mark
+        the event seen (one Lua step). Returns (outcome, the lifecycle before): outcome
+        'duplicate', 'final' (the record was erased), 'stale' (a newer lifecycle event is
+        known) or 'applied'."""
+        source, _account, object_id = record_key.split(":", 2)
+        keys = [LIFE, seen_key(fp), LINKS, snap_key(record_key), unlinked_key(source, object_id)]
+        argv = [record_key, link_field(source, "", object_id), kind, ts_ms, seen_ttl, P]
+        outcome, before = self._lifecycle(keys=[*keys, GONE], args=argv)
+        return _s(outcome), Life.parse(before)
 
-    def gone_since(self, record_key: str) -> int | None:
-        raw = self.redis.hget(GONE, record_key)
-        return int(raw) if raw is not None else None
+    def merge(
+        self,
+        fp: str,
+        survivor: tuple[str, str, str],
+        merged: Iterable[str],
+        ts_ms: int,
+        seen_ttl: int,
+    ) -> tuple[bool, bool, str | None, list[str]]:
+        """Merge records (`merged` object ids) into `survivor` (source, account, object_id)
+        in CRM-time order and mark the event seen. Returns (seen before, the survivor
+        inherited a link, the survivor's link, the object ids merged now)."""
+        source, account, object_id = survivor
+        argv: list[Any] = [
+            P,
+            link_field(source, account, object_id),
+            link_field(source, "", object_id),
+            ts_ms,
+            seen_ttl,
+        ]
+        others = list(merged)
+        for other in others:
+            argv += [link_field(source, account, other), link_field(source, "", other)]
+        reply = self._merge(keys=[LIFE, seen_key(fp), LINKS, GONE], args=argv)
+        if int(reply[0]) == -1:
+            return True, False, None, []
+        target = _s(reply[1]) if reply[1] else None
+        return False, bool(int(reply[0])), target, [others[int(n) - 1] for n in reply[2:]]
 
-    def unmark_gone(self, record_key: str) -> None:
-        self.redis.hdel(GONE, record_key)
+    def life(self, record_key: str) -> Life | None:
+        raw = self.redis.hget(LIFE, record_key)
+        if raw is None:
+            gone = self.redis.hget(GONE, record_key)
+            return Life("deleted", int(gone)) if gone is not None else None
+        return Life.parse(raw)
 
-    # ---- unlinked parking -----------------------------------------------------------------
-    def park_unlinked(self, source: str, object_id: str, fp: str, event: dict[str, Any]) -> None:
-        self.redis.hset(unlinked_key(source, object_id), fp, json.dumps(event))
+    def count_deleted(self) -> int:
+        """Records deleted (or erased) in the CRM and not restored: their syncing is stopped."""
+        n = 0
+        for _field, raw in self.redis.hscan_iter(LIFE, count=1000):
+            n += _s(raw).startswith(("deleted:", "erased:"))
+        return n + int(self.redis.hlen(GONE))
+
+    # ---- parking --------------------------------------------------------------------------
+    def park(
+        self,
+        event: Mapping[str, Any],
+        *,
+        check_link: bool,
+        retry_at: float | None = None,
+    ) -> str | None:
+        """Park an event of a record (`lls:unlinked:*`).
+
+        `check_link` (the event could not be resolved): a link that appeared meanwhile is
+        returned instead of parking, and the record's lookup retry is scheduled at
+        `retry_at` (None: the lookup found nothing, no retry). Otherwise (the record is
+        deleted): "reopened" is returned instead of parking when a restore came in between.
+        Returns None when parked."""
+        source, account, object_id = event["source"], event["account"], event["object_id"]
+        record = link_field(source, account, object_id)
+        keys = [unlinked_key(source, object_id), LINKS, RESOLVE_RETRY, LIFE, GONE]
+        argv = [
+            event["fingerprint"],
+            json.dumps(event),
+            record,
+            link_field(source, "", object_id),
+            f"{source}:{object_id}",
+            f"{retry_at:.3f}" if retry_at is not None else "",
+            "1" if check_link else "2",
+            event["occurred_at_ms"],
+        ]
+        link = self._park(keys=keys, args=argv)
+        return _s(link) if link else None
 
     def take_unlinked(self, source: str, object_id: str) -> list[dict[str, Any]]:
         """Parked events of a record (left in place: ingest removes each when it stages it)."""
@@ -523,6 +862,22 @@ class State:
 
     def count_unlinked(self) -> int:
         return sum(1 for _ in self.redis.scan_iter(match=f"{P}unlinked:*", count=1000))
+
+    def claim_resolve_retries(self, now: float, lease_seconds: float, limit: int) -> list[str]:
+        """Records (`{source}:{object_id}`) whose lookup is due again, leased for a while."""
+        rows = self._claim_retry(
+            keys=[RESOLVE_RETRY], args=[f"{now:.3f}", f"{now + lease_seconds:.3f}", limit]
+        )
+        return [_s(r) for r in rows]
+
+    def has_parked(self, source: str, object_id: str) -> bool:
+        return bool(self.redis.exists(unlinked_key(source, object_id)))
+
+    def end_resolve_retry(self, source: str, object_id: str) -> None:
+        self.redis.zrem(RESOLVE_RETRY, f"{source}:{object_id}")
+
+    def count_resolve_retries(self) -> int:
+        return int(self.redis.zcard(RESOLVE_RETRY))
 
     # ---- inbox (what the receiver acknowledged) ---------------------------------------------
     def sweep_inbox(self, cutoff: float, now: float, limit: int) -> list[dict[str, Any]]:

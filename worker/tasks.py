@@ -135,9 +135,11 @@ def flush_contact(self: Task, contact: str) -> str:
 @app.task(name="leadlex_sync.pump", base=_Task, bind=True)
 def pump(self: Task) -> int:
     """Periodic (beat, every second): dispatch due flushes, probe an open circuit, enqueue
-    again acknowledged events the broker lost, and settle creates whose answer was lost."""
+    again acknowledged events the broker lost, retry parked lookups, and settle creates
+    whose answer was lost."""
     rt = runtime()
     dispatched = pipeline.pump(rt)
     pipeline.recover_lost(rt)
+    pipeline.retry_unresolved(rt)
     pipeline.settle_creates(rt)
     return dispatched

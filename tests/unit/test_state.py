@@ -6,7 +6,7 @@ import time
 
 import redis
 
-from worker.state import State
+from worker.state import Life, State
 
 
 def test_snapshot_keeps_the_newest_value_per_field(redis_client: redis.Redis) -> None:
@@ -24,9 +24,9 @@ def test_prelude_reports_seen_deleted_and_linked_records(redis_client: redis.Red
     """One round trip tells whether an event was seen, its record deleted, and its link."""
     st = State(redis_client)
     st.set_links([("hubspot", "", "9", "contact-9")])
-    st.mark_gone("hubspot:1:9", 500)
-    seen, gone, link, snap = st.prelude("fp3", "hubspot:1:9", 400, {"email": "x@y.co"})
-    assert (seen, gone, link) == (False, 500, "contact-9")
+    assert st.lifecycle("fp-del", "hubspot:1:9", "delete", 500, 60)[0] == "applied"
+    seen, life, link, snap = st.prelude("fp3", "hubspot:1:9", 400, {"email": "x@y.co"})
+    assert (seen, life, link) == (False, Life("deleted", 500), "contact-9")
     assert snap == {}  # a deleted record's older change is not merged
     st.mark_seen("fp3", 60)
     assert st.prelude("fp3", "hubspot:1:9", 400, {"email": "x@y.co"})[0] is True

@@ -1,11 +1,16 @@
 """Orchestration: what happens to a ChangeEvent behind the queue (no Celery here).
 
-One module per stage: runtime (the Runtime and shared pieces), ingest, resolve, flush,
-settle (a PATCH of unknown outcome), failures (what an error does), pump.
+One module per stage: runtime (the Runtime and shared pieces), ingest, lifecycle
+(deletion, restore, merge by CRM time), resolve, linking (every new link, replay of
+parked events), flush, settle (a PATCH of unknown outcome), failures (what an error
+does), pump.
 
-ingest(event)   dedupe -> merge into the record snapshot (newest per field) -> map to
-                LeadLex fields -> resolve the LeadLex contact -> stage fields for it
-                (never older than applied) -> mark seen -> schedule one flush.
+ingest(event)   clamp a future time -> dedupe -> (lifecycle events: apply in CRM-time
+                order) -> merge into the record snapshot (newest per field, whole-record
+                events only where the value changed, ties by value) -> map to LeadLex
+                fields -> resolve the LeadLex contact (a new link replays the record's
+                parked events) or park -> stage fields for it (never older than
+                applied) -> mark seen -> schedule one flush.
 flush(contact)  lock -> settle an in-flight PATCH of unknown outcome -> drop no-op
                 fields -> take the global budget -> write intent -> PATCH once with
                 every staged field -> commit / park / back off / dead-letter.
@@ -36,6 +41,7 @@ exit right after LeadLex's answer, before local state is committed.
 
 from worker.pipeline.flush import flush
 from worker.pipeline.ingest import INBOX_GRACE_SECONDS, ingest, recover_lost, replay_unlinked
+from worker.pipeline.linking import link_records, replay_parked, retry_unresolved
 from worker.pipeline.pump import probe, pump
 from worker.pipeline.resolve import settle_creates
 from worker.pipeline.runtime import FlushOutcome, Runtime
@@ -46,9 +52,12 @@ __all__ = [
     "Runtime",
     "flush",
     "ingest",
+    "link_records",
     "probe",
     "pump",
     "recover_lost",
+    "replay_parked",
     "replay_unlinked",
+    "retry_unresolved",
     "settle_creates",
 ]

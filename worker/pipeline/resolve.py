@@ -24,42 +24,69 @@ from worker.events import ChangeEvent
 from worker.leadlex import LeadLexError
 from worker.mapping import map_record
 from worker.metrics import Metrics
+from worker.pipeline.linking import link_records
 from worker.pipeline.runtime import Runtime, budgeted_call, flush_lease_seconds, observe_error
 from worker.state import Letter
 
 log = logging.getLogger("leadlex_sync.worker")
 
 
-def resolve(rt: Runtime, event: ChangeEvent, id_hint: str | None, email: str | None) -> str | None:
-    """Find the LeadLex contact: link store, mapped id field, email lookup, create."""
+def resolve(
+    rt: Runtime, event: ChangeEvent, id_hint: str | None, email: str | None
+) -> tuple[str | None, float | None]:
+    """Find the LeadLex contact: link store, mapped id field, email lookup, create.
+
+    Returns (contact, None) when linked (every new link goes through `link_records`, which
+    replays the record's parked events), (None, retry_at) when a lookup could not run now
+    (no budget, circuit open, a LeadLex error: the parked event is retried then), and
+    (None, None) when nothing was found."""
     st = rt.state
     contact = st.resolve_link(event.source, event.account, event.object_id)
     if contact:
-        return contact
+        return contact, None
     if id_hint:
-        st.set_links([(event.source, event.account, event.object_id, id_hint)])
-        return id_hint
-    if rt.settings.resolve_by_email and email and not rt.circuit.state().open:
-        contact = _lookup_by_email(rt, email)
+        link_records(rt, [(event.source, event.account, event.object_id, id_hint)])
+        return id_hint, None
+    retry_at: float | None = None
+    if rt.settings.resolve_by_email and email:
+        contact, retry_at = _lookup_by_email(rt, email)
         if contact:
-            st.set_links([(event.source, event.account, event.object_id, contact)])
-            return contact
+            link_records(rt, [(event.source, event.account, event.object_id, contact)])
+            return contact, None
     if rt.settings.create_on_creation and event.kind == "create" and not rt.circuit.state().open:
         contact = _create_once(rt, event)
         if contact:
-            st.set_links([(event.source, event.account, event.object_id, contact)])
-            return contact
-    return None
+            link_records(rt, [(event.source, event.account, event.object_id, contact)])
+            return contact, None
+    return None, retry_at
 
 
-def _lookup_by_email(rt: Runtime, email: str) -> str | None:
-    """GET /v1/contacts?search=email; accept only one exact email match (costs one call)."""
-    resp = budgeted_call(rt, lambda c: c.search_contacts(email))
-    if resp is None:
-        return None
+# A lookup that failed for a reason that passes (LeadLex error) is tried again this much later.
+LOOKUP_RETRY_SECONDS = 30.0
+
+
+def _lookup_by_email(rt: Runtime, email: str) -> tuple[str | None, float | None]:
+    """GET /v1/contacts?search=email; accept only one exact email match (costs one call).
+
+    Returns (contact, None), (None, None) when there is no single exact match, or (None,
+    retry_at) when the lookup could not be made now (budget, circuit, LeadLex error)."""
+    circuit = rt.circuit.state()
+    if circuit.open:
+        return None, max(circuit.next_probe_at, rt.clock() + LOOKUP_RETRY_SECONDS)
+    grant = rt.budget.acquire()
+    if not grant.ok:
+        return None, grant.retry_at
+    try:
+        resp = rt.client.search_contacts(email)
+    except LeadLexError as err:
+        observe_error(rt, err)
+        if err.retryable or getattr(err, "opens_circuit", False):
+            return None, rt.clock() + LOOKUP_RETRY_SECONDS
+        return None, None
+    rt.budget.observe(resp.rate)
     rows = (resp.data or {}).get("contacts") or []
     exact = [r for r in rows if str(r.get("email", "")).lower() == email.lower()]
-    return str(exact[0]["id"]) if len(exact) == 1 else None
+    return (str(exact[0]["id"]) if len(exact) == 1 else None), None
 
 
 def _create_once(rt: Runtime, event: ChangeEvent) -> str | None:
@@ -139,8 +166,6 @@ def _post(rt: Runtime, record: str, body: dict[str, Any], key: str, grant: Any) 
 def settle_creates(rt: Runtime, limit: int = 20) -> int:
     """Settle creates whose answer was lost, once a late apply can no longer land; link
     what was created and replay the record's parked events. Returns how many were settled."""
-    from worker.pipeline.ingest import replay_unlinked  # ingest imports this module
-
     st = rt.state
     settled = 0
     for record in st.due_creates(rt.clock(), limit):
@@ -153,8 +178,7 @@ def settle_creates(rt: Runtime, limit: int = 20) -> int:
             st.release_create_lease(record, owner)
         if contact:
             source, account, object_id = record.split(":", 2)
-            st.set_links([(source, account, object_id, contact)])
-            replay_unlinked(rt, [(source, object_id)])
+            link_records(rt, [(source, account, object_id, contact)])  # replays parked events
             settled += 1
     return settled
 
