@@ -41,6 +41,12 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "leadlex_calls": ("LeadLex API calls by method and status", ("method", "status")),
     "leadlex_429": ("429 answers from LeadLex", ()),
     "flushes_parked": ("Flushes parked waiting for budget", ("reason",)),
+    # promises-clock-chaos: one clock for the budget
+    "budget_grants_lapsed": (
+        "Calls not made because their budget grant lapsed (a stall after the grant) and the "
+        "window had no slot left",
+        (),
+    ),
     "notes_uncertain": (
         "Notes writes whose outcome LeadLex could not tell, surfaced as dead letters",
         (),

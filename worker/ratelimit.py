@@ -60,7 +60,7 @@ import redis
 from worker.clock import redis_time
 from worker.leadlex import RateInfo
 
-__all__ = ["Budget", "BudgetStatus", "Circuit", "CircuitState", "Grant"]
+__all__ = ["Budget", "BudgetStatus", "Circuit", "CircuitState", "Grant", "GrantLapsedError"]
 
 MINUTE_KEY = "lls:budget:minute"
 DAY_KEY = "lls:budget:day:{day}"
@@ -161,6 +161,39 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return used
 """
 
+# A grant's call is about to leave. KEYS: minute log, day-record prefix. ARGV: test clock
+# ('' = Redis TIME), span, per_minute, safety, member, minute log ttl ms.
+# Returns {1, stamp} when the call may go (its entry now says when it really goes), or
+# {0, retry_at} when the grant lapsed and no slot is free: the entry and its day count
+# are given back, and the call must not be made.
+_CONFIRM = (
+    _CLOCK_LUA
+    + """
+local now = clock(ARGV[1])
+local span = tonumber(ARGV[2])
+local member = ARGV[5]
+local score = redis.call('ZSCORE', KEYS[1], member)
+if score and now - tonumber(score) <= tonumber(ARGV[4]) then
+  return {1, score}
+end
+redis.call('ZREM', KEYS[1], member)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now - span))
+local count = redis.call('ZCARD', KEYS[1])
+if count >= tonumber(ARGV[3]) then
+  local daykey = KEYS[2] .. string.sub(member, 1, 8)
+  local used = tonumber(redis.call('HGET', daykey, 'used') or '0')
+  if used > 0 then redis.call('HINCRBY', daykey, 'used', -1) end
+  local idx = count - tonumber(ARGV[3])
+  local entry = redis.call('ZRANGE', KEYS[1], idx, idx, 'WITHSCORES')
+  return {0, string.format('%.6f', tonumber(entry[2]) + span)}
+end
+local stamp = string.format('%.6f', now)
+redis.call('ZADD', KEYS[1], stamp, member)
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return {1, stamp}
+"""
+)
+
 _RELEASE = """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   local used = tonumber(redis.call('HGET', KEYS[2], 'used') or '0')
@@ -244,6 +277,15 @@ class Grant:
     token: str = ""
 
 
+class GrantLapsedError(Exception):
+    """A grant's call was about to leave long after the grant (the worker stalled), and the
+    window has no slot now: the call must not be made (it never left; try again later)."""
+
+    def __init__(self, retry_at: float) -> None:
+        super().__init__(f"budget grant lapsed; next slot at {retry_at:.3f}")
+        self.retry_at = retry_at
+
+
 @dataclass(frozen=True)
 class BudgetStatus:
     """A snapshot of the shared budget, for `leadlex-sync status` and metrics."""
@@ -283,6 +325,7 @@ class Budget:
         self.clock = clock  # None: Redis TIME (production); a callable: a test clock
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
+        self._confirm = client.register_script(_CONFIRM)
         self._observe = client.register_script(_OBSERVE)
         self._pause = client.register_script(_PAUSE)
         self._local = threading.local()
@@ -324,7 +367,39 @@ class Budget:
         )
         if grant.ok:
             self._local.last = grant
+            self._local.pending = grant
         return grant
+
+    def confirm(self) -> None:
+        """Call right before this thread's granted call leaves (the LeadLex client does).
+
+        The window log holds when each call was granted; a call that leaves much later (the
+        worker stalled after `acquire()`: a GC pause, a VM freeze, a slow DNS lookup) would
+        land outside the window its grant was counted in, and the fleet could exceed the
+        limit. So a grant older than `safety_seconds` takes a fresh slot at Redis's now, or,
+        when none is free, is given back and `GrantLapsedError` is raised: the call must not
+        be made (it never left; the caller retries later). A fresh grant costs one round
+        trip and changes nothing. Each grant is confirmed once; without one, nothing to do.
+        """
+        grant: Grant | None = getattr(self._local, "pending", None)
+        self._local.pending = None
+        if grant is None or not grant.token:
+            return
+        ok, when = self._confirm(
+            keys=[MINUTE_KEY, DAY_PREFIX],
+            args=[
+                self._clock_arg(),
+                _num(self.span),
+                self.per_minute,
+                _num(self.safety),
+                grant.token,
+                math.ceil(self.span * 1000) + 1000,
+            ],
+        )
+        if not int(ok):
+            if getattr(self._local, "last", None) is grant:
+                self._local.last = None  # given back already: release() must not again
+            raise GrantLapsedError(float(_text(when)))
 
     def release(self, grant: Grant | None = None) -> bool:
         """Give a grant back because its call was never sent; True if it was returned.

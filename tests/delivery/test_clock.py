@@ -11,7 +11,15 @@ import pytest
 import redis
 
 from worker.clock import RedisClock, redis_time
-from worker.ratelimit import _CLOCK_LUA, DAY_KEY, MINUTE_KEY, Budget, Circuit, utc_day
+from worker.ratelimit import (
+    _CLOCK_LUA,
+    DAY_KEY,
+    MINUTE_KEY,
+    Budget,
+    Circuit,
+    GrantLapsedError,
+    utc_day,
+)
 
 
 class SteppingMonotonic:
@@ -103,3 +111,58 @@ def test_redis_clock_ignores_a_wrong_wall_clock(
     monkeypatch.setattr(time, "time", lambda: real() + 3600)
     clock = RedisClock(redis_client)
     assert abs(clock() - redis_time(redis_client)) < 1
+
+
+class StepClock:
+    """A settable test clock for the budget."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_fresh_grant_is_confirmed_unchanged(redis_client: redis.Redis) -> None:
+    """confirm() right after acquire() keeps the grant where it is."""
+    clock = StepClock(1_000_000.0)
+    budget = Budget(redis_client, 2, 100, window_seconds=10, clock=clock)
+    grant = budget.acquire()
+    clock.now += 0.5
+    budget.confirm()
+    assert redis_client.zscore(MINUTE_KEY, grant.token) == pytest.approx(1_000_000.0)
+
+
+def test_a_stalled_grant_moves_to_when_the_call_really_leaves(redis_client: redis.Redis) -> None:
+    """A call leaving 20 s after its grant is logged at that moment, so the window it lands
+    in counts it."""
+    clock = StepClock(1_000_000.0)
+    budget = Budget(redis_client, 2, 100, window_seconds=10, clock=clock)
+    grant = budget.acquire()
+    clock.now += 20
+    budget.confirm()
+    assert redis_client.zscore(MINUTE_KEY, grant.token) == pytest.approx(1_000_020.0)
+    other = Budget(redis_client, 2, 100, window_seconds=10, clock=clock)
+    assert other.acquire().ok
+    assert not other.acquire().ok  # the stalled call holds a slot of the current window
+
+
+def test_a_stalled_grant_without_a_free_slot_is_given_back_and_refused(
+    redis_client: redis.Redis,
+) -> None:
+    """When the window filled up during the stall, the call must not be made: the grant is
+    given back (minute and day) and GrantLapsedError says when a slot frees."""
+    clock = StepClock(1_000_000.0)
+    stalled = Budget(redis_client, 2, 100, window_seconds=10, safety_seconds=1, clock=clock)
+    grant = stalled.acquire()
+    clock.now += 12  # the grant left the window meanwhile
+    others = Budget(redis_client, 2, 100, window_seconds=10, safety_seconds=1, clock=clock)
+    assert others.acquire().ok
+    assert others.acquire().ok
+    with pytest.raises(GrantLapsedError) as lapsed:
+        stalled.confirm()
+    assert lapsed.value.retry_at == pytest.approx(1_000_012.0 + 11)
+    assert redis_client.zscore(MINUTE_KEY, grant.token) is None
+    assert redis_client.hget(DAY_KEY.format(day=utc_day(clock.now)), "used") == b"2"
+    assert stalled.release() is False  # already given back
+    stalled.confirm()  # confirmed once: nothing left to do

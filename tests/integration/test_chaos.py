@@ -1,9 +1,13 @@
 """The chaos run in CI, and what it found, pinned as deterministic regressions.
 
 `bench/chaos.py --short` starts its own Redis (AOF, appendfsync always), simulator,
-receiver, two workers and beat on loopback, streams signed HubSpot and Salesforce
-webhooks through worker kills, a Redis kill -9 and LeadLex faults, and reconciles
-(docs/chaos.md). It exits 0 with an empty violations list only if every invariant held.
+receiver, two workers (one stalling a flush past its lease now and then, one with its
+clock 3 s ahead) and beat on loopback, streams signed HubSpot and Salesforce webhooks for
+the same contacts, with a third party editing them directly in LeadLex, through worker
+kills, a Redis kill -9 and LeadLex faults (5xx, lost answers, late applies, 429s), and
+reconciles LeadLex's final state against the generator's own ground truth
+(bench/chaos_truth.py, docs/chaos.md). It exits 0 with an empty violations list only if
+every invariant held.
 
 The other tests replay, step by step over the simulator, what it found: acknowledged
 events lost by the broker (kombu's Redis transport pops a message before recording it as
@@ -41,7 +45,8 @@ SHORT_RUN_TIMEOUT = 360  # the run's own hard bound is below this (bench/chaos.p
 @pytest.mark.slow
 @pytest.mark.timeout(SHORT_RUN_TIMEOUT + 90)
 def test_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
-    """Worker SIGKILL, Redis kill -9, 5xx, dropped answers, 429s: nothing lost or doubled."""
+    """Worker SIGKILL, Redis kill -9, 5xx, lost answers, late applies, 429s, a stalled flush,
+    a skewed clock, a third party: every field newest, every note once or surfaced."""
     out = tmp_path / "summary.json"
     with (tmp_path / "chaos.log").open("wb") as err:
         proc = subprocess.Popen(
@@ -76,6 +81,10 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     assert "redis kill -9" in faults
     assert summary["events"]["acked"] == summary["events"]["sent"] > 0
     assert summary["calls"]["total"] >= summary["calls"]["min_possible"] > 0
+    assert "late" in faults
+    assert summary["config"]["worker2_clock_offset_s"] == 3.0
+    assert summary["third_party"].get("writes", 0) > 0
+    assert summary["checked"]["fields_checked"] > 0
 
 
 # ---- what the chaos run found: settling a PATCH whose answer was lost -------------------------

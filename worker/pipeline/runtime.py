@@ -13,13 +13,14 @@ from worker.clock import RedisClock
 from worker.deadletter import DeadLetters
 from worker.leadlex import (
     LeadLexClient,
+    LeadLexConnectionError,
     LeadLexError,
     RateInfo,
     RateLimitedError,
 )
 from worker.mapping import MappingConfig
 from worker.metrics import Metrics
-from worker.ratelimit import Budget, Circuit
+from worker.ratelimit import Budget, Circuit, GrantLapsedError
 from worker.settings import Settings
 from worker.state import State
 
@@ -81,11 +82,14 @@ class Runtime:
 
     @property
     def client(self) -> LeadLexClient:
-        return cast(LeadLexClient, _CountedClient(self.client_factory(), self.metrics))
+        return cast(LeadLexClient, _CountedClient(self.client_factory(), self.metrics, self.budget))
 
 
 class _CountedClient:
-    """Counts every LeadLex call by method and status in the shared metrics."""
+    """Counts every LeadLex call by method and status in the shared metrics, and confirms
+    the thread's budget grant right before the call leaves (`Budget.confirm`: a grant taken
+    before a stall takes a fresh slot, or the call is not made and fails like one that
+    never left: `LeadLexConnectionError`, code `budget_lapsed`, not maybe applied)."""
 
     METHODS = {
         "update_contact": "PATCH",
@@ -94,9 +98,10 @@ class _CountedClient:
         "create_contact": "POST",
     }
 
-    def __init__(self, client: LeadLexClient, metrics: Metrics) -> None:
+    def __init__(self, client: LeadLexClient, metrics: Metrics, budget: Budget) -> None:
         self._client = client
         self._metrics = metrics
+        self._budget = budget
 
     def __getattr__(self, name: str) -> Any:
         fn = getattr(self._client, name)
@@ -105,6 +110,16 @@ class _CountedClient:
             return fn
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                self._budget.confirm()
+            except GrantLapsedError as lapsed:
+                self._metrics.incr("budget_grants_lapsed")
+                raise LeadLexConnectionError(
+                    f"budget grant lapsed before the call left ({method}); next slot at "
+                    f"{lapsed.retry_at:.3f}",
+                    code="budget_lapsed",
+                    maybe_applied=False,
+                ) from lapsed
             try:
                 resp = fn(*args, **kwargs)
             except LeadLexError as err:
