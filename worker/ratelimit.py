@@ -35,6 +35,11 @@ flight), remembers the server's `X-RateLimit-Reset` (past it, the quota starts a
 if Redis's UTC date has not changed), and pauses everyone until that reset when
 Remaining reaches 0.
 
+Late calls: a grant is stamped when taken; a call that leaves much later (the worker
+stalled in between) would land outside the window it was counted in. `confirm()`, called
+right before each call leaves, moves a grant older than `safety_seconds` to Redis's now,
+or gives it back and refuses the call when the window has filled up meanwhile.
+
 Pause: a 429 pauses every worker (`on_rate_limited`): until Retry-After if given, else
 until X-RateLimit-Reset when Remaining is 0, else until our minute window frees. A pause
 is never shortened by a later, shorter one; `clear_pause()` is the operator's override.
