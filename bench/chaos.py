@@ -1198,9 +1198,14 @@ def expected_fields(
 
     "notes" -> (ts, "notes", full CRM text, record idx) per record, under key notes|idx."""
     snaps: dict[int, dict[str, tuple[str | None, int]]] = defaultdict(dict)
-    for event in events:
+    for event in sorted(events, key=lambda e: e.ts):
         snap = snaps[event.record]
+        # A Salesforce message carries the whole record: a field changed only where its
+        # value differs from the one before (its time is that of the change).
+        whole = world.records[event.record].source == "salesforce"
         for name, value in event.fields.items():
+            if whole and name in snap and snap[name][0] == value:
+                continue
             if name not in snap or snap[name][1] < event.ts:
                 snap[name] = (value, event.ts)
     out: dict[int, dict[str, tuple[int, str, Any, int]]] = defaultdict(dict)
