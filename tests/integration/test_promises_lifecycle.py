@@ -19,12 +19,13 @@ import pytest
 import redis
 
 from tests.integration.conftest import Sandbox
-from tests.integration.support import API_KEY, now_ms
+from tests.integration.support import API_KEY, hs_change, now_ms, post_hubspot, wait_for
 from webhook_app.sources.salesforce import parse_notification
 from worker import pipeline
 from worker.events import ChangeEvent, fingerprint
 from worker.leadlex import LeadLexClient
 from worker.mapping import default_mapping
+from worker.ratelimit import Budget
 from worker.settings import load_settings
 from worker.state import Life
 
@@ -287,6 +288,29 @@ def test_email_lookup_refused_for_budget_is_retried_and_the_event_synced(
     assert h.rt.state.resolve_link("hubspot", PORTAL, "51") == cid
     assert sandbox.contact(cid)["job_title"] == "Engineer"
     assert h.rt.state.count_resolve_retries() == 0
+
+
+def test_celery_pump_retries_a_lookup_refused_for_budget(
+    receiver: Any, sandbox: Sandbox, workers: Any, redis_url: str
+) -> None:
+    """With real workers and beat: a HubSpot edit whose email lookup found the budget spent
+    is parked, retried by the periodic pump once budget returns, and reaches LeadLex."""
+    cid = sandbox.seed(full_name="Annie Easley", email="annie@example.org")
+    workers(RESOLVE_BY_EMAIL="true", LEADLEX_RATE_PER_MINUTE="1", LEADLEX_RATE_WINDOW_SECONDS="4")
+    client = redis.Redis.from_url(redis_url)
+    budget = Budget(client, 1, 10_000, window_seconds=4)
+    assert budget.acquire().ok  # another worker spent this window's only call
+    t = now_ms()
+    post_hubspot(
+        receiver,
+        [hs_change(811, "email", "annie@example.org", t), hs_change(811, "jobtitle", "Rocket", t)],
+    )
+    wait_for(lambda: client.exists("lls:unlinked:hubspot:811"), timeout=20)
+    assert sandbox.requests() == []  # parked without spending a call
+    wait_for(lambda: sandbox.contact(cid)["job_title"] == "Rocket", timeout=60)
+    assert [r["method"] for r in sandbox.requests()] == ["GET", "PATCH"]
+    assert client.zcard("lls:resolve:retry") == 0
+    client.close()
 
 
 def test_contact_creation_replays_events_parked_before_it(harness: Any, sandbox: Sandbox) -> None:

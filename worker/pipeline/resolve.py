@@ -21,7 +21,7 @@ import uuid
 from typing import Any
 
 from worker.events import ChangeEvent
-from worker.leadlex import LeadLexError
+from worker.leadlex import LeadLexError, RateLimitedError
 from worker.mapping import map_record
 from worker.metrics import Metrics
 from worker.pipeline.linking import link_records
@@ -80,6 +80,8 @@ def _lookup_by_email(rt: Runtime, email: str) -> tuple[str | None, float | None]
         resp = rt.client.search_contacts(email)
     except LeadLexError as err:
         observe_error(rt, err)
+        if isinstance(err, RateLimitedError):  # everyone pauses: retry when the pause ends
+            return None, max(rt.budget.paused_until()[0], rt.clock() + 1)
         if err.retryable or getattr(err, "opens_circuit", False):
             return None, rt.clock() + LOOKUP_RETRY_SECONDS
         return None, None
