@@ -457,3 +457,25 @@ def test_operator_replays_or_drops_a_surfaced_note(
     assert rt.dlq.count() == 0
     missing = CliRunner().invoke(main, ["dlq", "drop", other])
     assert missing.exit_code != 0
+
+
+def test_intent_left_by_the_previous_version_is_settled(make_rt: Any, sandbox: Sandbox) -> None:
+    """An intent in the previous version's format (no key, no body) found after an upgrade
+    is settled like any other: here not applied, so its note is sent, once."""
+    import json
+
+    rt = make_rt()
+    cid = _linked(rt, sandbox, "912", full_name="Evelyn Boyd")
+    pipeline.ingest(rt, _event("912", leadlex_notes="Legacy"))
+    staged = rt.state.read_stage(cid)
+    old = {
+        "notes": "[HubSpot] Legacy",
+        "items": [[s.field, s.raw, "n"] for s in staged],
+        "sent_at": time.time() - 600,
+        "updated_before": sandbox.contact(cid)["updated_date"],
+    }
+    rt.redis.set(f"lls:intent:{cid}", json.dumps(old))
+    _drain(rt, cid)
+    assert sandbox.contact(cid)["notes"] == "[HubSpot] Legacy"
+    assert len(_note_patches(sandbox, cid, "Legacy")) == 1
+    assert list(rt.dlq.iter()) == []
