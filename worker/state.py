@@ -25,6 +25,8 @@ can finish from. Key layout (all under `lls:`):
   then; the pump leaves the contact alone while it lives.
 - `lls:lock:{leadlex_id}` (string, expiring): the fenced flush lease: the holder's token.
 - `lls:fence:{leadlex_id}` (string): the contact's fence counter; INCR mints each token.
+- `lls:surfaced:{idempotency_key}` (string, 7 days): that write was surfaced as a dead
+  letter already (one `notes_uncertain` letter per write).
 - `lls:create:{src}:{acct}:{id}` (hash): the create-at-most-once claim of a CRM record
   (state pending/done, Idempotency-Key, sent_at, email, the created LeadLex id);
   `lls:create:lease:{record}` (string, expiring) is held while one worker POSTs;
