@@ -479,3 +479,24 @@ def test_intent_left_by_the_previous_version_is_settled(make_rt: Any, sandbox: S
     assert sandbox.contact(cid)["notes"] == "[HubSpot] Legacy"
     assert len(_note_patches(sandbox, cid, "Legacy")) == 1
     assert list(rt.dlq.iter()) == []
+
+
+def test_late_apply_through_real_workers_is_appended_once(
+    receiver: Any, sandbox: Sandbox, workers: Any, redis_url: str
+) -> None:
+    """Scenario 2 end to end (receiver, Celery worker and beat, simulator): a notes PATCH
+    that LeadLex applies after the worker's timeout appears once, and is surfaced."""
+    from tests.integration.support import hs_change, link, post_hubspot, wait_for
+    from worker.deadletter import DeadLetters
+
+    cid = sandbox.seed(full_name="Valerie Thomas")
+    link(redis_url, "hubspot", "913", cid)
+    # LEADLEX_TIMEOUT_SECONDS is 3 for the workers: applied 4 s after arrival, settled after 6.
+    sandbox.faults(late_apply_seconds=4.0, late_apply_answer="timeout", late_apply_writes=1)
+    workers(NOTES_SETTLE_DELAY_SECONDS="3")
+    post_hubspot(receiver, [hs_change(913, "leadlex_notes", "Illusion transmitter", now_ms())])
+    store = DeadLetters(redis.Redis.from_url(redis_url))
+    wait_for(lambda: list(store.iter("notes_uncertain")), timeout=60)
+    wait_for(lambda: not redis.Redis.from_url(redis_url).zcard("lls:due"), timeout=30)
+    assert sandbox.contact(cid)["notes"] == "[HubSpot] Illusion transmitter"
+    assert len(_note_patches(sandbox, cid, "Illusion transmitter")) == 1
