@@ -89,7 +89,9 @@ _CELERY_DATA_KEYS = {"id": "task_id", "name": "task_name"}
 QUIET_TASKS = frozenset({"leadlex_sync.pump", "leadlex_sync.probe_circuit"})
 _CELERY_TASK_LOGGERS = frozenset({"celery.app.trace", "celery.worker.strategy"})
 
-_task_context: ContextVar[tuple[str, str] | None] = ContextVar("leadlex_sync_task", default=None)
+_task_context: ContextVar[tuple[str, str] | None] = ContextVar(
+    "leadlex_sync_task", default=None
+)
 
 
 # ---- redaction -----------------------------------------------------------------------------
@@ -201,8 +203,7 @@ def _record_fields(service: str) -> Processor:
             if key in event_dict:  # an extra field by that name: keep it, renamed
                 event_dict[f"{key}_"] = event_dict.pop(key)
         event_dict["ts"] = (
-            datetime.fromtimestamp(created, UTC)
-            .isoformat(timespec="milliseconds")
+            datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
             .replace("+00:00", "Z")
         )
         event_dict["level"] = (record.levelname if record else _method).lower()
@@ -344,14 +345,8 @@ def configure_logging(
     root.setLevel(level.upper() if isinstance(level, str) else level)
 
     # Loggers that install their own handlers or stop propagation would escape the shape.
-    for name in (
-        "gunicorn.error",
-        "gunicorn.access",
-        "celery",
-        "celery.task",
-        "celery.redirected",
-        "werkzeug",
-    ):
+    for name in ("gunicorn.error", "gunicorn.access", "celery", "celery.task",
+                 "celery.redirected", "werkzeug"):
         lg = logging.getLogger(name)
         for h in list(lg.handlers):
             lg.removeHandler(h)
@@ -440,12 +435,13 @@ def setup_celery_logging(loglevel: Any = None, **_kwargs: Any) -> None:
     data = merged_environ()
     fmt, level, secrets = options_from_env(data)
     if not data.get("LOG_LEVEL") and loglevel:
-        wanted = (
-            loglevel if isinstance(loglevel, int) else logging.getLevelName(str(loglevel).upper())
+        wanted = loglevel if isinstance(loglevel, int) else logging.getLevelName(
+            str(loglevel).upper()
         )
         if wanted == logging.DEBUG:
             level = "DEBUG"
-    configure_logging(fmt, level, service=_celery_service(), secrets=secrets, stream=sys.__stderr__)
+    configure_logging(fmt, level, service=_celery_service(), secrets=secrets,
+                      stream=sys.__stderr__)
     task_prerun.connect(_on_task_prerun, weak=False, dispatch_uid="leadlex_sync.logs.prerun")
     task_postrun.connect(_on_task_postrun, weak=False, dispatch_uid="leadlex_sync.logs.postrun")
 

@@ -33,6 +33,8 @@ can finish from. Key layout (all under `lls:`):
   then; the pump leaves the contact alone while it lives.
 - `lls:lock:{leadlex_id}` (string, expiring): the fenced flush lease: the holder's token.
 - `lls:fence:{leadlex_id}` (string): the contact's fence counter; INCR mints each token.
+- `lls:surfaced:{idempotency_key}` (string, 7 days): that write was surfaced as a dead
+  letter already (one `notes_uncertain` letter per write).
 - `lls:create:{src}:{acct}:{id}` (hash): the create-at-most-once claim of a CRM record
   (state pending/done, Idempotency-Key, sent_at, email, the created LeadLex id);
   `lls:create:lease:{record}` (string, expiring) is held while one worker POSTs;
@@ -283,7 +285,7 @@ return {added, staged, stale}
 # counters. ARGV: contact, updated_date, now_due, token, intent key ('' = none), letters
 # (JSON list of {fields, counters, once}: a letter with a `once` key is added only by the
 # first step that sets that key, so one write is surfaced once), forget (JSON list of
-# fields whose applied value becomes unknown), then triples of (field,
+# fields whose applied value becomes unknown), reset attempts ('1'/'0'), then triples of (field,
 # staged-json-as-read, kind) where kind is 'f' (plain field: record [value, ts] in applied
 # unless a newer one is there), 'n' (notes: record the CRM text in the notes hash under the
 # record key) or 'd' (drop only).
@@ -299,7 +301,7 @@ if ARGV[5] ~= '' and raw_intent then
 end
 if not (current or mine) then return -1 end
 if ARGV[5] ~= '' and raw_intent and not mine then return -1 end
-for i = 8, #ARGV, 3 do
+for i = 9, #ARGV, 3 do
   local f, raw, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local st = cjson.decode(raw)
   if kind == 'f' then
@@ -333,7 +335,7 @@ for _, letter in ipairs(cjson.decode(ARGV[6])) do
 end
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], '_updated', ARGV[2]) end
 if mine then redis.call('DEL', KEYS[4]) end
-redis.call('DEL', KEYS[6])
+if ARGV[8] == '1' then redis.call('DEL', KEYS[6]) end
 if redis.call('HLEN', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[3], ARGV[1])
   return 0
@@ -977,6 +979,7 @@ class State:
         next_due: float | None = None,
         letters: Iterable[Letter] = (),
         forget: Iterable[str] = (),
+        reset_attempts: bool = True,
     ) -> int | None:
         """Record a flush's outcome in one fenced step; None when refused (fenced off).
 
@@ -985,7 +988,8 @@ class State:
         names the write whose outcome this is: the intent is removed with the commit, and
         the commit is accepted while the intent carries that key even from a token that is
         no longer current. `letters` are dead letters added in the same step; `forget` are
-        fields whose applied value (and updated_date) become unknown. Returns how many
+        fields whose applied value (and updated_date) become unknown; `reset_attempts`
+        False keeps the failure count (a failed attempt resolved). Returns how many
         staged fields remain (0 = the contact left the due set)."""
         argv: list[Any] = [
             contact,
@@ -995,6 +999,7 @@ class State:
             intent_key,
             json.dumps([letter.to_lua() for letter in letters]),
             json.dumps(list(forget)),
+            "1" if reset_attempts else "0",
         ]
         for staged, kind in items:
             argv += [staged.field, staged.raw, kind]

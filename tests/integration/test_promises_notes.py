@@ -329,6 +329,46 @@ def test_flush_stalled_past_its_lease_is_fenced_off(make_rt: Any, sandbox: Sandb
     assert len(_note_patches(sandbox, cid, "Orbit maths")) == 1
 
 
+def test_flush_stalled_after_its_answer_still_commits_its_own_write(
+    make_rt: Any, sandbox: Sandbox
+) -> None:
+    """A flush that stalls between LeadLex's 200 and its commit, past its lease, still
+    records its own write (its intent is unsettled), while the flush that took over waits
+    for it and then sends only the newer value: one note, the newer value, nothing
+    surfaced."""
+    # a settle delay longer than the lease, as in production (150 s vs 3 x timeout + 2)
+    stalled = make_rt(NOTES_SETTLE_DELAY_SECONDS="10")
+    newer = make_rt(NOTES_SETTLE_DELAY_SECONDS="10")
+    cid = _linked(stalled, sandbox, "911", full_name="Annie Easley")
+    answered = threading.Event()
+
+    def stall_after_answer(point: str, contact: str) -> None:
+        if point == "after_answer":
+            answered.set()
+            time.sleep(3 * TIMEOUT + 4)  # past the lease
+
+    stalled.seam = stall_after_answer
+    pipeline.ingest(stalled, _event("911", leadlex_notes="Centaur", jobtitle="Programmer"))
+    result: list[str] = []
+    thread = threading.Thread(target=lambda: result.append(pipeline.flush(stalled, cid).outcome))
+    thread.start()
+    assert answered.wait(10)
+    pipeline.ingest(newer, _event("911", jobtitle="Rocket Scientist"))
+    deadline = time.monotonic() + 12
+    while newer.redis.exists(f"lls:lock:{cid}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pipeline.flush(newer, cid).outcome == "settle_wait"  # the stalled write may land
+    thread.join(20)
+    assert result == ["sent"]
+    newer.redis.delete(f"lls:lease:{cid}")
+    _drain(newer, cid)
+    contact = sandbox.contact(cid)
+    assert contact["notes"] == "[HubSpot] Centaur"
+    assert contact["job_title"] == "Rocket Scientist"
+    assert newer.state.applied(cid)["job_title"][0] == "Rocket Scientist"
+    assert list(newer.dlq.iter()) == []
+
+
 # ---- scenario 7 -------------------------------------------------------------------------------
 
 
@@ -375,3 +415,88 @@ def test_create_whose_answer_is_lost_leaves_no_orphan(make_rt: Any, sandbox: San
     _drain(rt, contact["id"])
     assert sandbox.contact(contact["id"])["job_title"] == "Cryptanalyst"
     assert len(sandbox.requests("POST")) == 1
+
+
+# ---- the operator's side of notes_uncertain -------------------------------------------------
+
+
+def test_operator_replays_or_drops_a_surfaced_note(
+    make_rt: Any, sandbox: Sandbox, redis_url: str, monkeypatch: Any
+) -> None:
+    """A note surfaced as notes_uncertain is counted by `status`, appended exactly once by a
+    replay (a second replay adds nothing), and `dlq drop` removes a letter."""
+    from click.testing import CliRunner
+
+    from cli import main
+    from cli.status import status_report
+    from worker.replay import replay_letters
+
+    rt = make_rt()
+    cid = _linked(rt, sandbox, "910", full_name="Ida Rhodes")
+    sandbox.faults(error_rate_5xx=1.0, error_statuses=[502], error_methods=["PATCH"])
+    pipeline.ingest(rt, _event("910", leadlex_notes="B"))
+    assert pipeline.flush(rt, cid).outcome in NOT_KNOWN  # not applied ...
+    sandbox.faults(error_rate_5xx=0.0)
+    _third_party_edit(sandbox, cid, job_title="Programmer")  # ... but the contact changed
+    rt.clock.offset += TIMEOUT + GRACE + 1
+    _drain(rt, cid)
+    assert "notes" not in sandbox.contact(cid) or not sandbox.contact(cid)["notes"]
+    (letter,) = rt.dlq.iter("notes_uncertain")
+    assert status_report(rt.settings, rt.redis)["notes_uncertain"] == 1
+    assert replay_letters(rt, [letter]) == (1, 0)
+    _drain(rt, cid)
+    assert replay_letters(rt, [letter]) == (1, 0)  # replayed twice by mistake
+    _drain(rt, cid)
+    assert sandbox.contact(cid)["notes"] == "[HubSpot] B"
+    assert list(rt.dlq.iter()) == []
+    other = rt.dlq.add("notes_uncertain", source="hubspot", payload={}, contact=cid)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    result = CliRunner().invoke(main, ["dlq", "drop", other])
+    assert result.exit_code == 0, result.output
+    assert "dropped 1" in result.output
+    assert rt.dlq.count() == 0
+    missing = CliRunner().invoke(main, ["dlq", "drop", other])
+    assert missing.exit_code != 0
+
+
+def test_intent_left_by_the_previous_version_is_settled(make_rt: Any, sandbox: Sandbox) -> None:
+    """An intent in the previous version's format (no key, no body) found after an upgrade
+    is settled like any other: here not applied, so its note is sent, once."""
+    import json
+
+    rt = make_rt()
+    cid = _linked(rt, sandbox, "912", full_name="Evelyn Boyd")
+    pipeline.ingest(rt, _event("912", leadlex_notes="Legacy"))
+    staged = rt.state.read_stage(cid)
+    old = {
+        "notes": "[HubSpot] Legacy",
+        "items": [[s.field, s.raw, "n"] for s in staged],
+        "sent_at": time.time() - 600,
+        "updated_before": sandbox.contact(cid)["updated_date"],
+    }
+    rt.redis.set(f"lls:intent:{cid}", json.dumps(old))
+    _drain(rt, cid)
+    assert sandbox.contact(cid)["notes"] == "[HubSpot] Legacy"
+    assert len(_note_patches(sandbox, cid, "Legacy")) == 1
+    assert list(rt.dlq.iter()) == []
+
+
+def test_late_apply_through_real_workers_is_appended_once(
+    receiver: Any, sandbox: Sandbox, workers: Any, redis_url: str
+) -> None:
+    """Scenario 2 end to end (receiver, Celery worker and beat, simulator): a notes PATCH
+    that LeadLex applies after the worker's timeout appears once, and is surfaced."""
+    from tests.integration.support import hs_change, link, post_hubspot, wait_for
+    from worker.deadletter import DeadLetters
+
+    cid = sandbox.seed(full_name="Valerie Thomas")
+    link(redis_url, "hubspot", "913", cid)
+    # LEADLEX_TIMEOUT_SECONDS is 3 for the workers: applied 4 s after arrival, settled after 6.
+    sandbox.faults(late_apply_seconds=4.0, late_apply_answer="timeout", late_apply_writes=1)
+    workers(NOTES_SETTLE_DELAY_SECONDS="3")
+    post_hubspot(receiver, [hs_change(913, "leadlex_notes", "Illusion transmitter", now_ms())])
+    store = DeadLetters(redis.Redis.from_url(redis_url))
+    wait_for(lambda: list(store.iter("notes_uncertain")), timeout=60)
+    wait_for(lambda: not redis.Redis.from_url(redis_url).zcard("lls:due"), timeout=30)
+    assert sandbox.contact(cid)["notes"] == "[HubSpot] Illusion transmitter"
+    assert len(_note_patches(sandbox, cid, "Illusion transmitter")) == 1

@@ -168,3 +168,16 @@ def test_commit_by_intent_key_settles_exactly_once(redis_client: redis.Redis) ->
     assert st.commit("c6", [], token=old, intent_key="k1") == 0
     assert st.read_intent("c6") is None
     assert st.commit("c6", [], token=old, intent_key="k1") is None
+
+
+def test_a_failed_attempts_resolution_keeps_the_failure_count(redis_client: redis.Redis) -> None:
+    """Resolving a write that did not land keeps the failure count (MAX_RETRY_AGE still
+    counts from the first failure); a successful commit resets it."""
+    st = State(redis_client)
+    token = _token(st, "c7")
+    st.record_failure("c7", 100.0)
+    assert st.arm("c7", token, {"key": "k7"}, 5)
+    st.commit("c7", [], token=token, intent_key="k7", reset_attempts=False)
+    assert st.attempts("c7") == (1, 100.0)
+    st.commit("c7", [], token=token)
+    assert st.attempts("c7") == (0, 0.0)

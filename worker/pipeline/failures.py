@@ -59,18 +59,22 @@ def on_error(
     if intent is not None and err.maybe_applied:
         return _unknown_outcome(rt, contact, token, err, intent, base)
 
-    def commit(drop: list[tuple[Staged, str]], letters: list[Letter], outcome: str) -> FlushOutcome:
-        left = st.commit(contact, drop, token=token, intent_key=key, letters=letters)
+    def commit(
+        drop: list[tuple[Staged, str]], letters: list[Letter], outcome: str, *, failed: bool = False
+    ) -> FlushOutcome:
+        left = st.commit(
+            contact, drop, token=token, intent_key=key, letters=letters, reset_attempts=not failed
+        )
         base.outcome = "fenced" if left is None else outcome
         return base
 
     if isinstance(err, RateLimitedError):
         until, _reason = rt.budget.paused_until()
         park(rt, contact, max(until, now + 1), "rate_limited")
-        return commit([], [], "rate_limited")
+        return commit([], [], "rate_limited", failed=True)
     if getattr(err, "opens_circuit", False):
         park(rt, contact, now + 5, "circuit")
-        return commit([], [], "circuit_open")
+        return commit([], [], "circuit_open", failed=True)
     if isinstance(err, LeadLexValidationError):
         bad = set(err.field_errors)
         dropped = [
@@ -113,7 +117,7 @@ def on_error(
             ]
             return commit([(s, "d") for s in staged], letters, "dead_lettered")
         park(rt, contact, now + backoff(n), "backoff")
-        return commit([], [], "retry")
+        return commit([], [], "retry", failed=True)
     letters = [staged_letter(rt, contact, s, err.code or "leadlex_error", err, {}) for s in staged]
     return commit([(s, "d") for s in staged], letters, "dead_lettered")
 

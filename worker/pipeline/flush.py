@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import Any
@@ -55,6 +56,10 @@ def _flush_held(rt: Runtime, contact: str, token: int) -> FlushOutcome:
         return FlushOutcome("circuit_open")
 
     intent = st.read_intent(contact)
+    if intent is not None and "key" not in intent:
+        intent = _upgraded(intent)  # written by a version before Idempotency-Keys
+        if not st.arm(contact, token, intent, flush_lease_seconds(rt)):
+            return FlushOutcome("fenced")
     if intent is not None:
         settled = settle_intent(rt, contact, token, intent)
         if settled is not None:
@@ -170,6 +175,27 @@ def _read_baseline(
         return on_error(rt, contact, token, err, None, staged)
     rt.budget.observe(resp.rate)
     return str((resp.data or {}).get("updated_date") or "")
+
+
+def _upgraded(old: dict[str, Any]) -> dict[str, Any]:
+    """An intent stored by an older version (no key, no body) in today's shape: its PATCH
+    carried no Idempotency-Key, so it gets a new one; its baseline is the updated_date it
+    knew (maybe stale: a settle then surfaces the note rather than assume it applied)."""
+    body: dict[str, str] = {}
+    for field, raw, kind in old.get("items", []):
+        if kind == "f":
+            body[field] = json.loads(raw)[0]
+    if old.get("notes"):
+        body["notes"] = str(old["notes"])
+    return {
+        "key": str(uuid.uuid4()),
+        "body": body,
+        "notes": str(old.get("notes") or ""),
+        "items": old.get("items", []),
+        "baseline": str(old.get("updated_before") or ""),
+        "sent_at": float(old.get("sent_at") or 0),
+        "attempt": 1,
+    }
 
 
 def json_origin(s: Staged) -> str:

@@ -188,8 +188,11 @@ def settle_creates(rt: Runtime, limit: int = 20) -> int:
 def _settle_create(rt: Runtime, record: str) -> str | None:
     st = rt.state
     claim = st.create_claim(record)
+    if not claim:
+        st.drop_create(record)  # nothing left to settle
+        return None
     if claim.get("state") != "pending":
-        st.set_create_state(record, claim.get("state") or "gone", None)
+        st.set_create_state(record, claim["state"], None)
         return claim.get("id") if claim.get("state") == "done" else None
     email = claim.get("email", "")
     if rt.settings.leadlex_patch_idempotency != "honored":

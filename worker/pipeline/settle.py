@@ -47,7 +47,7 @@ def settle_intent(
         park(rt, contact, due, "settle")
         return FlushOutcome("settle_wait", sorted(intent.get("body", {})))
     if not intent.get("notes"):
-        return _resolve(rt, contact, token, intent, forget=plain_fields(intent))
+        return _resolve(rt, contact, token, intent, forget=plain_fields(intent), failed=True)
     grant = rt.budget.acquire()
     if not grant.ok:
         park(rt, contact, grant.retry_at, grant.reason or "budget")
@@ -121,8 +121,10 @@ def _resolve(
     updated_date: str = "",
     forget: list[str] | None = None,
     letters: list[Letter] | None = None,
+    failed: bool = False,
 ) -> FlushOutcome | None:
-    """Remove the intent with its outcome in one fenced step; None = go on flushing."""
+    """Remove the intent with its outcome in one fenced step; None = go on flushing.
+    `failed`: the write did not land (the failure count is kept for MAX_RETRY_AGE)."""
     left = rt.state.commit(
         contact,
         items or [],
@@ -131,6 +133,7 @@ def _resolve(
         updated_date=updated_date,
         forget=forget or [],
         letters=letters or [],
+        reset_attempts=not failed,
     )
     if left is None:
         rt.metrics.incr("flushes_fenced")
