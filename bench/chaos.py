@@ -1,16 +1,19 @@
 """Chaos run: the whole system on loopback under crashes and LeadLex faults, then a reconcile.
 
 A Jepsen-style check of DESIGN.md's invariants 1 (nothing acknowledged is lost), 3 (many
-deliveries = one), 4 (never older), 5 (a note at most once) and 6 (the global budget)
-on real parts, all on 127.0.0.1, started and stopped by this script:
+deliveries = one), 4 (never older), 5 (a note exactly once, or surfaced), 6 (the global
+budget on one clock) and 9 (fenced flushes) on real parts, all on 127.0.0.1, started and
+stopped by this script:
 
-- Redis: a private redis-server on a spare port with AOF and `appendfsync always` (see
-  docs/chaos.md: with `everysec` a kill -9 may lose the last second of acknowledged
-  writes, which would be a harness-made loss, not the product's);
+- Redis: a private redis-server on a spare port with AOF and `appendfsync always` (as
+  shipped; docs/operations.md);
 - the LeadLex simulator (`python -m leadlex_sandbox`, `expose_notes` off, so notes are
-  write-only as in LeadLex's docs and the product cannot cheat);
+  write-only as in LeadLex's docs and the product cannot cheat; Idempotency-Key ignored
+  unless --honor-idempotency-key);
 - the receiver under gunicorn (2 workers, deploy/gunicorn.conf.py);
-- two Celery workers (`-P threads -c 4`) and one beat, each in its own process group.
+- two Celery workers (`-P threads -c 4`) and one beat, each in its own process group:
+  worker 1 stalls one flush in N past its lease right before the PATCH (the test seam
+  tests/seams/stalling_worker.py), worker 2's wall clock runs 3 s ahead (tests/seams).
 
 HubSpot's Webhooks Journal takes part too: the HubSpot simulator (`hubspot_sandbox`, in
 this process) records a share of the HubSpot requests (`--journal-share`, default 0.25;
@@ -20,31 +23,33 @@ journal counts as acknowledged.
 
 A steady stream of signed HubSpot (v3) and Salesforce (SOAP) webhooks for `--contacts`
 LeadLex contacts (each linked to a HubSpot record, every other one also to a Salesforce
-record, via `leadlex-sync links import`) carries `--events` CRM events over `--seconds`:
-duplicates, whole batches re-sent, deliveries out of timestamp order (some late by up to
-20 s), notes that grow by one uniquely tagged line at a time, and a few invalid phone
-numbers. Only what the receiver acknowledged (2xx / SOAP Ack) counts; a 503 or a lost
-answer is retried later, as a CRM would.
+record, via `leadlex-sync links import`: both CRMs edit the same contacts) carries
+`--events` CRM events over `--seconds`: duplicates, whole batches re-sent, HubSpot
+deliveries out of timestamp order (some late by up to 20 s), notes that grow by one
+uniquely tagged line at a time, and a few invalid phone numbers. Only what the receiver
+acknowledged (2xx / SOAP Ack) counts; a 503 or a lost answer is retried later, as a CRM
+would. A third party edits the same contacts directly in LeadLex with another key (notes
+lines, linkedin_url, mapped fields of contacts at rest).
 
 Meanwhile: SIGKILL a random worker (its whole process group) and start a new one; kill -9
 Redis once and restart it from its AOF on the same port; the simulator answers 20 % 5xx
-and drops 5 % of applied writes' answers, sends one burst of 429s with Retry-After, and
-for a while allows only a quarter of the per-minute limit (the simulator only: the
-workers keep their configured limit and must cope through 429 handling).
+and drops 5 % of applied writes' answers, applies a few writes late (after the client gave
+up), sends one burst of 429s with Retry-After, and for a while allows only a quarter of
+the per-minute limit (the simulator only: the workers keep their configured limit and
+must cope through 429 handling).
 
-Then faults stop, the backlog drains (bounded wait) and the run reconciles the
-simulator's contacts, its request log and Redis against what was acknowledged:
+Then faults stop, the backlog drains (bounded wait) and the run reconciles LeadLex's final
+state against the ground truth the generator kept (bench/chaos_truth.py: its own record
+of every CRM and third-party write with its real time and a second, simple
+implementation of the field mapping; nothing of the product's state or mapping decides):
 
-- every acknowledged event was taken in (its fingerprint is in the dedupe ledger);
-- each mapped LeadLex field holds the newest acknowledged CRM value (computed with the
-  product's own mapping, `worker.mapping.map_record`, over the newest value per CRM
-  field of each record; across the records of one contact the newest CRM time wins),
-  or that value sits in the dead-letter store with its reason;
-- every line of the newest acknowledged notes text is in the contact's notes exactly
-  once (no note text appears twice, none is missing);
+- each LeadLex field holds the newest write among the CRM and third-party writes, or that
+  value sits in the dead-letter store;
+- each notes line appears exactly once in the contact's notes, or sits in the dead-letter
+  store as `notes_uncertain`; none twice, none unknown;
 - in no window of LEADLEX_RATE_WINDOW_SECONDS did the simulator see more of our requests
-  than the configured per-minute limit; no 429 outside the deliberate ones; after the
-  Retry-After burst nobody called until the pause ended;
+  than the configured per-minute limit; no self-caused 429; after the Retry-After burst
+  nobody called until the pause ended;
 - the acknowledged write made to Redis just before its kill -9 survived the restart;
 - the system drained (no due contacts, queues, intents or staged fields left).
 
@@ -92,30 +97,42 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
+from bench.chaos_truth import (  # noqa: E402
+    THIRD_PARTY_PREFIX,
+    ThirdPartyWrite,
+    Truth,
+    normalize_phone,
+    third_party_outcomes,
+)
+from bench.chaos_truth import reconcile as reconcile_truth  # noqa: E402
 from cli.devmode import venv_bin  # noqa: E402
 from hubspot_sandbox import HubSpotSandboxConfig, HubSpotSandboxServer  # noqa: E402
 from hubspot_sandbox.model import Change  # noqa: E402
+from tests.seams import clock_offset_env  # noqa: E402
 from worker.celery_app import QUEUE_FLUSH, QUEUE_INGEST, QUEUES  # noqa: E402
 from worker.crm_events.hubspot import change_fingerprint as hubspot_change_fingerprint  # noqa: E402
-from worker.deadletter import DeadLetters  # noqa: E402
 from worker.embedded_redis import free_port, redis_answers, redis_argv  # noqa: E402
 from worker.events import fingerprint  # noqa: E402
-from worker.mapping import load_mapping, map_record  # noqa: E402
 
 API_KEY = "wbk_chaos_run_0123456789abcdef"
+THIRD_PARTY_KEY = "wbk_chaos_third_party_0123456789"  # another LeadLex user of the workspace
 HUBSPOT_SECRET = "chaos-hubspot-client-secret"
 PORTAL = 77001
 SF_ORG = "00D5g000004ChAoEAK"  # 18 characters, checksum included
 SF_TOKEN = "chaos-sf-token-Vb7Qx2Lm9Rt4Kp8Wz3Nc"
 SUBSCRIPTION_ID = 3101
-NOTES_PREFIXES = ("[HubSpot] ", "[Salesforce] ")
 LEADLEX_FIELDS = ("full_name", "email", "phone", "job_title", "company_name")
 HS_PROPS = ("firstname", "lastname", "email", "phone", "jobtitle", "company", "leadlex_notes")
 HS_WEIGHTS = (3, 3, 2, 2, 3, 2, 4)
 SF_FIELDS = ("FirstName", "LastName", "Email", "Phone", "Title", "Description")
 SF_WEIGHTS = (3, 3, 2, 2, 3, 4)
-NOTES_FIELDS = {"hubspot": "leadlex_notes", "salesforce": "Description"}
 SAFETY_SECONDS = 1.0  # worker.ratelimit.Budget's margin on every window
+THIRD_PARTY_PER_WINDOW = 2  # third-party calls in any rate window (added to the simulator's)
+THIRD_PARTY_FIELDS = ("job_title", "company_name", "phone")  # mapped fields it edits at rest
+SF_EDIT_GAP_SECONDS = 10.0  # a Salesforce record is edited again only this long after its
+# previous message was acknowledged (see World.edit)
+QUIET_SECONDS = 25.0  # a contact is at rest this long after its last CRM edit (> max delay)
+SKEW_SECONDS = 3.0  # the wall clock of worker 2 (tests/seams: clock offset)
 MAX_VIOLATIONS_SHOWN = 60
 
 
@@ -154,6 +171,16 @@ class Profile:
     visibility: int = 20
     lease: float = 6.0
     journal_share: float = 0.25  # HubSpot requests sent via the journal only (as many: both)
+    timeout: float = 3.0  # LEADLEX_TIMEOUT_SECONDS of the workers
+    honor_idempotency_key: bool = False  # the simulator's knob (LeadLex's behaviour unknown)
+    stall_every: int = 25  # worker 1 stalls one flush in this many before its PATCH
+    late_applies: int = 6  # writes the simulator applies late (after the client gave up)
+    settle_delay: float = 6.0  # NOTES_SETTLE_DELAY_SECONDS: > late apply (timeout + 2 s) - timeout
+
+    @property
+    def stall_seconds(self) -> float:
+        """Longer than a flush's lock (3 x timeout + 5 s) and its lease: it is overtaken."""
+        return max(self.timeout * 3 + 5, self.lease) + 2
 
     @property
     def hard_bound(self) -> int:
@@ -174,6 +201,8 @@ def make_profile(args: argparse.Namespace) -> Profile:
             worker_kills=1,
             sender_grace=45,
             drain_seconds=110,
+            stall_every=10,
+            late_applies=3,
         )
     else:
         base = Profile(
@@ -201,6 +230,7 @@ def make_profile(args: argparse.Namespace) -> Profile:
         if value is not None:
             setattr(base, name, value)
     base.seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
+    base.honor_idempotency_key = bool(args.honor_idempotency_key)
     if base.events < 10 or base.contacts < 2 or base.seconds < 10:
         raise SystemExit("chaos: need --events >= 10, --contacts >= 2, --seconds >= 10")
     return base
@@ -227,6 +257,8 @@ def child_env(extra: dict[str, str]) -> dict[str, str]:
         "RESOLVE_BY_EMAIL",
         "CREATE_ON_CREATION",
         "DELETION_POLICY",
+        "NOTES_SETTLE_DELAY_SECONDS",
+        "MAX_CLOCK_SKEW_SECONDS",
         "DEFAULT_PHONE_REGION",
         "LOG_FORMAT",
         "LOG_LEVEL",
@@ -427,12 +459,15 @@ class Simulator:
 
         wait_until(up, 30, "simulator start", 0.2)
         self.config(
-            per_minute=self.prof.rate,
+            # the workers' limit plus what the third party may spend in any window
+            per_minute=self.prof.rate + THIRD_PARTY_PER_WINDOW,
             daily=1_000_000,
             minute_window_seconds=self.prof.window,
             expose_notes=False,
             retry_after=False,
             seed=self.prof.seed,
+            api_keys={API_KEY: ["read", "write"], THIRD_PARTY_KEY: ["read", "write"]},
+            honor_idempotency_key=self.prof.honor_idempotency_key,
         )
 
     def config(self, **knobs: Any) -> dict[str, Any]:
@@ -454,6 +489,11 @@ class Simulator:
             resp.raise_for_status()
             ids += [str(r["id"]) for r in resp.json()["data"]]
         return ids
+
+    def contact(self, contact_id: str) -> dict[str, Any]:
+        resp = self.http.get(f"/_sandbox/contacts/{contact_id}")
+        resp.raise_for_status()
+        return dict(resp.json()["data"])
 
     def contacts(self) -> dict[str, dict[str, Any]]:
         resp = self.http.get("/_sandbox/contacts")
@@ -479,6 +519,7 @@ class Record:
     values: dict[str, str | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     version: int = 0
+    last_event: int | None = None  # key of this record's newest event
 
 
 @dataclass
@@ -491,6 +532,7 @@ class Event:
     fp: str  # the product's dedupe fingerprint of this event
     payload: Any  # HubSpot event dict, or the Salesforce <Notification> XML text
     acked: bool = False
+    acked_at: float = 0.0  # when the receiver first acknowledged it (epoch s)
     delivered: int = 0  # deliveries put on the wire (duplicates and resends included)
 
 
@@ -500,7 +542,16 @@ def iso_ms(ts: int) -> str:
 
 
 class World:
-    """Generates CRM edits: per record strictly increasing, globally unique CRM times."""
+    """Generates CRM edits: per record strictly increasing, globally unique CRM times, and
+    keeps the ground truth of what each edit wrote (`truth`, bench/chaos_truth.py).
+
+    Salesforce sends the whole record with each message, so which fields an edit changed
+    is knowable only from the previous message the product saw (DESIGN invariant 4: "from
+    what actually changed"). For the truth to be exact, each Salesforce record sends one
+    message with its initial values before the stream (`baseline`), and a record is edited
+    again only once its previous message was acknowledged `SF_EDIT_GAP_SECONDS` ago (its
+    messages are not delayed on purpose): a record's messages reach the product in order.
+    HubSpot events carry one property each with its own time and arrive in any order."""
 
     def __init__(self, rng: random.Random, contacts: int) -> None:
         self.rng = rng
@@ -523,6 +574,8 @@ class World:
         self.event_ids = 0
         self.notifications = 0
         self.invalid_phones = 0
+        self.truth = Truth()
+        self.last_edit: dict[int, float] = {}  # contact -> epoch s of its last CRM edit
 
     def _add(self, record: Record) -> None:
         self.records.append(record)
@@ -555,10 +608,50 @@ class World:
         rec.notes.append(f"{rec.tag}-n{len(rec.notes):03d}-{self.rng.randrange(16**4):04x}")
         return "\n".join(rec.notes)
 
+    def sf_ready(self, rec: Record, now: float) -> bool:
+        """May this Salesforce record be edited now (its last message acknowledged a while
+        ago, so the product has taken it in before the next one)?"""
+        if rec.last_event is None:
+            return True
+        last = self.events[rec.last_event]
+        return last.acked and now - last.acked_at >= SF_EDIT_GAP_SECONDS
+
+    def baseline(self) -> list[Event]:
+        """One message per Salesforce record with its initial values (sent before the stream)."""
+        out = []
+        for rec in self.records:
+            if rec.source != "salesforce":
+                continue
+            ts = self.next_ts()
+            out.append(self._sf_event(rec, ts, [k for k, v in rec.values.items() if v]))
+        return out
+
+    def _sf_event(self, rec: Record, ts: int, changed: list[str]) -> Event:
+        self.notifications += 1
+        nid = f"04l{self.notifications:012d}CHS"
+        fields = dict(rec.values)
+        event = self._event(
+            rec,
+            ts,
+            fields,
+            fingerprint("salesforce", SF_ORG, nid),
+            sf_notification(nid, rec.object_id, fields, ts),
+        )
+        self.truth.record_crm(event.key, "salesforce", rec.contact, rec.tag, fields, changed, ts)
+        return event
+
     def edit(self, budget: int) -> list[Event]:
         """One CRM edit of a random record: 1..3 events (HubSpot) or 1 (Salesforce)."""
         rec = self.rng.choice(self.records)
+        now = time.time()
+        for _ in range(20):  # a Salesforce record edited moments ago: pick another
+            if rec.source == "hubspot" or self.sf_ready(rec, now):
+                break
+            rec = self.rng.choice(self.records)
+        else:
+            rec = self.rng.choice([r for r in self.records if r.source == "hubspot"])
         rec.version += 1
+        self.last_edit[rec.contact] = now
         ts = self.next_ts()
         if rec.source == "hubspot":
             n = min(budget, self.rng.choices((1, 2, 3), (5, 3, 2))[0])
@@ -589,6 +682,9 @@ class World:
                     str(PORTAL), "contact", "update", rec.object_id, ts, {prop: value}
                 )
                 out.append(self._event(rec, ts, {prop: value}, fp, payload))
+            after = dict(rec.values)  # full_name is composed from both parts after the edit
+            for event, prop in zip(out, props, strict=True):
+                self.truth.record_crm(event.key, "hubspot", rec.contact, rec.tag, after, [prop], ts)
             return out
         names: list[str] = []
         for _ in range(self.rng.choice((1, 2, 3))):
@@ -599,24 +695,15 @@ class World:
             rec.values[name] = (
                 self._grow_notes(rec) if name == "Description" else self._value(rec, name)
             )
-        self.notifications += 1
-        nid = f"04l{self.notifications:012d}CHS"
-        fields = dict(rec.values)
-        return [
-            self._event(
-                rec,
-                ts,
-                fields,
-                fingerprint("salesforce", SF_ORG, nid),
-                sf_notification(nid, rec.object_id, fields, ts),
-            )
-        ]
+        changed = [n for n in names if rec.values.get(n) is not None]
+        return [self._sf_event(rec, ts, changed)]
 
     def _event(
         self, rec: Record, ts: int, fields: dict[str, str | None], fp: str, payload: Any
     ) -> Event:
         event = Event(len(self.events), rec.source, rec.idx, ts, fields, fp, payload)
         self.events.append(event)
+        rec.last_event = event.key
         return event
 
 
@@ -789,6 +876,8 @@ class Sender:
                 for key in req.events:
                     event = self.world.events[key]
                     first = first or not event.acked
+                    if not event.acked:
+                        event.acked_at = time.time()
                     event.acked = True
             if req.kind == "new" and self.rng.random() < 0.03:
                 # The CRM did not see our 200 (or just resends): the same body again later.
@@ -919,7 +1008,9 @@ class Stream:
         while len(self.world.events) < target:
             for event in self.world.edit(self.prof.events - len(self.world.events)):
                 roll = self.rng.random()
-                if roll < 0.06:  # late: an older value arrives well after newer ones
+                if event.source == "salesforce":  # in order per record (see World)
+                    delay = 0.0
+                elif roll < 0.06:  # late: an older value arrives well after newer ones
                     delay = self.rng.uniform(8, 20)
                     self.stats["late"] += 1
                 elif roll < 0.20:
@@ -971,6 +1062,112 @@ class Stream:
 
 
 # ==============================================================================================
+# a third party: another LeadLex user editing the same contacts through the API
+# ==============================================================================================
+class ThirdParty(threading.Thread):
+    """Edits contacts directly in LeadLex with another key, like a colleague in LeadLex's UI.
+
+    At most THIRD_PARTY_PER_WINDOW calls in any rate window (the simulator's limit is raised
+    by as much, so the workers' budget is theirs). Each write carries a unique
+    Idempotency-Key "tp-..." by which the simulator's log tells whether and when it was
+    applied. Writes: a notes line appended (any contact, any time: the product must neither
+    lose its own notes nor append them twice around it), `linkedin_url` (no CRM maps it
+    here: the product must leave it alone), and a mapped field (`THIRD_PARTY_FIELDS`) of a
+    contact at rest: no CRM edit of it for QUIET_SECONDS, every event of it acknowledged,
+    and LeadLex already holding what the CRMs wrote. A later CRM edit of that field must
+    win; nothing older may overwrite it.
+    """
+
+    def __init__(
+        self, world: World, sim: Simulator, contact_ids: list[str], prof: Profile, seed: int
+    ) -> None:
+        super().__init__(name="third-party", daemon=True)
+        self.world = world
+        self.sim = sim
+        self.contact_ids = contact_ids
+        self.prof = prof
+        self.rng = random.Random(seed)
+        self.stop_event = threading.Event()
+        self.http = httpx.Client(
+            base_url=sim.base_url,
+            timeout=httpx.Timeout(30, connect=3),  # > late_apply_seconds: it waits
+            trust_env=False,
+            headers={"Authorization": f"Bearer {THIRD_PARTY_KEY}"},
+        )
+        self.stats: Counter[str] = Counter()
+        self.n = 0
+
+    def run(self) -> None:
+        interval = self.prof.window / THIRD_PARTY_PER_WINDOW + 0.5
+        while not self.stop_event.wait(interval):
+            try:
+                self.write_once()
+            except Exception as exc:  # a harness problem is counted, never fatal
+                self.stats[f"error:{type(exc).__name__}"] += 1
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=60)
+        self.http.close()
+
+    def write_once(self) -> None:
+        self.n += 1
+        c = self.rng.randrange(len(self.contact_ids))
+        roll = self.rng.random()
+        if roll < 0.45:
+            body = {"notes": f"{THIRD_PARTY_PREFIX}c{c}-n{self.n}-{self.rng.randrange(16**4):04x}"}
+        elif roll < 0.65:
+            body = {"linkedin_url": f"https://www.linkedin.com/in/chaos-c{c}-{self.n}"}
+        else:
+            picked = self._at_rest()
+            if picked is None:
+                self.stats["no_contact_at_rest"] += 1
+                return
+            c, name = picked
+            body = {name: self._value(c, name)}
+        key = f"{THIRD_PARTY_PREFIX}{self.n}-{self.rng.randrange(16**8):08x}"
+        self.world.truth.record_third_party(ThirdPartyWrite(key, c, body, time.time()))
+        try:
+            resp = self.http.patch(
+                f"/v1/contacts/{self.contact_ids[c]}", json=body, headers={"Idempotency-Key": key}
+            )
+            self.stats[f"status:{resp.status_code}"] += 1
+        except httpx.HTTPError as exc:
+            self.stats[f"status:{type(exc).__name__}"] += 1
+        self.stats["writes"] += 1
+
+    def _value(self, c: int, name: str) -> str:
+        if name == "phone":
+            return str(normalize_phone(f"+44 20 7946 {9000 + self.n % 1000:04d}"))
+        return f"Third party {name} c{c}-{self.n}"
+
+    def _at_rest(self) -> tuple[int, str] | None:
+        """A (contact, field) no CRM touches right now and LeadLex holds as the CRMs wrote."""
+        now = time.time()
+        events = self.world.events
+        for _ in range(10):
+            c = self.rng.randrange(len(self.contact_ids))
+            if now - self.world.last_edit.get(c, 0.0) < QUIET_SECONDS:
+                continue
+            mine = [e for e in events if self.world.records[e.record].contact == c]
+            if any(not e.acked for e in mine):
+                continue
+            name = self.rng.choice(THIRD_PARTY_FIELDS)
+            writes = [
+                w
+                for e in mine
+                for w in self.world.truth.crm.get(e.key, [])
+                if w.field == name and w.valid
+            ]
+            if not writes:
+                continue
+            want = max(writes, key=lambda w: w.ts).value
+            if self.sim.contact(self.contact_ids[c]).get(name) == want:
+                return c, name
+        return None
+
+
+# ==============================================================================================
 # the chaos: worker kills, a Redis restart, simulator faults
 # ==============================================================================================
 class Workers:
@@ -991,16 +1188,31 @@ class Workers:
         self.lock = threading.Lock()  # one start / kill sequence at a time
         self.exits: list[dict[str, Any]] = []
         self.t0 = time.time()
+        self.stall_every = 0
+        self.stall_seconds = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self, slot: int) -> Proc:
+        """Worker 1 runs the stalling app (tests/seams/stalling_worker.py: one flush in
+        `stall_every` sleeps past its lease before the PATCH); worker 2's wall clock runs
+        SKEW_SECONDS ahead (tests/seams: clock offset). Both keep their role on restart."""
         self.incarnations[slot] += 1
         name = f"worker{slot + 1}-{self.incarnations[slot]}"
+        env = dict(self.env)
+        app = "worker"
+        if slot == 0:
+            app = "tests.seams.stalling_worker"
+            path = env.get("PYTHONPATH", "")
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), path) if p)
+            env["LLS_TEST_STALL_EVERY"] = str(self.stall_every)
+            env["LLS_TEST_STALL_SECONDS"] = f"{self.stall_seconds:g}"
+        else:
+            env.update(clock_offset_env(SKEW_SECONDS, env))
         argv = [
             venv_bin("celery"),
             "-A",
-            "worker",
+            app,
             "worker",
             "-Q",
             ",".join(QUEUES),
@@ -1016,7 +1228,7 @@ class Workers:
             "--without-mingle",
             "--without-heartbeat",
         ]
-        proc = self.procs.start(name, argv, self.env)
+        proc = self.procs.start(name, argv, env)
         self.slots[slot] = proc
 
         def ready() -> bool:
@@ -1138,6 +1350,8 @@ class Chaos(threading.Thread):
                 self.restore_limit,
             ),
             (0.78 * s, "simulator 5xx + drop off", self.faults_off),
+            (0.15 * s, "simulator applies writes late (after the client gave up)", self.late),
+            (0.70 * s, "simulator applies writes late, answering 503 at once", self.late_503),
         ]
         kills = (
             [0.3]
@@ -1185,6 +1399,19 @@ class Chaos(threading.Thread):
         self.marks["faults_off"] = time.time()
         return {}
 
+    def late(self) -> dict[str, Any]:
+        # Longer than LEADLEX_TIMEOUT_SECONDS: the worker gives up, then LeadLex applies it.
+        wait = self.prof.timeout + 2
+        n = self.prof.late_applies
+        self.sim.faults(late_apply_seconds=wait, late_apply_answer="timeout", late_apply_writes=n)
+        return {"late_apply_seconds": wait, "answer": "timeout", "writes": n}
+
+    def late_503(self) -> dict[str, Any]:
+        wait = self.prof.timeout + 2
+        n = self.prof.late_applies
+        self.sim.faults(late_apply_seconds=wait, late_apply_answer="error", late_apply_writes=n)
+        return {"late_apply_seconds": wait, "answer": "error", "writes": n}
+
     def burst_429(self) -> dict[str, Any]:
         n, wait = 6, 3
         self.marks["burst_429"] = time.time()
@@ -1199,10 +1426,10 @@ class Chaos(threading.Thread):
         return {"per_minute": low, "workers_per_minute": self.prof.rate}
 
     def restore_limit(self) -> dict[str, Any]:
-        self.sim.config(per_minute=self.prof.rate)
+        self.sim.config(per_minute=self.prof.rate + THIRD_PARTY_PER_WINDOW)
         start = self.windows.get("lowered_limit", (time.time(), 0.0))[0]
         self.windows["lowered_limit"] = (start, time.time())
-        return {"per_minute": self.prof.rate}
+        return {"per_minute": self.prof.rate + THIRD_PARTY_PER_WINDOW}
 
     def kill_worker(self) -> dict[str, Any]:
         slot = self.rng.randrange(2)
@@ -1287,50 +1514,20 @@ def max_in_window(times: list[float], window: float) -> tuple[int, float]:
     return best, at
 
 
-def notes_tokens(text: str) -> list[str]:
-    out = []
-    for line in (text or "").split("\n"):
-        line = line.strip()
-        for prefix in NOTES_PREFIXES:
-            if line.startswith(prefix):
-                line = line[len(prefix) :]
-        if line:
-            out.append(line)
-    return out
-
-
-def expected_fields(
-    world: World, events: list[Event], mapping: Any
-) -> dict[int, dict[str, tuple[int, str, Any, int]]]:
-    """Per contact index: LeadLex field -> (ts, "ok" | reason, value, record idx), newest wins.
-
-    "notes" -> (ts, "notes", full CRM text, record idx) per record, under key notes|idx."""
-    snaps: dict[int, dict[str, tuple[str | None, int]]] = defaultdict(dict)
-    for event in events:
-        snap = snaps[event.record]
-        for name, value in event.fields.items():
-            if name not in snap or snap[name][1] < event.ts:
-                snap[name] = (value, event.ts)
-    out: dict[int, dict[str, tuple[int, str, Any, int]]] = defaultdict(dict)
-    for idx, snap in snaps.items():
-        rec = world.records[idx]
-        result = map_record(mapping, rec.source, "contact", snap, list(snap))
-        cands: list[tuple[str, int, str, Any]] = [
-            (name, fv.ts_ms, "ok", fv.value) for name, fv in result.fields.items()
-        ]
-        for rej in result.rejected:
-            ts = max((snap[p][1] for p in rej.crm_field.split("+") if p in snap), default=0)
-            cands.append((rej.leadlex_field, ts, rej.reason, rej.value))
-        per = out[rec.contact]
-        for name, ts, kind, value in cands:
-            if name == "notes":
-                continue
-            if name not in per or per[name][0] < ts:
-                per[name] = (ts, kind, value, idx)
-        notes_value = snap.get(NOTES_FIELDS[rec.source])
-        if notes_value and notes_value[0]:
-            per[f"notes|{idx}"] = (notes_value[1], "notes", notes_value[0], idx)
-    return out
+def dead_letters(env: dict[str, str], workdir: Path) -> list[dict[str, Any]]:
+    """The dead-letter store as an operator sees it: `leadlex-sync dlq list --json`."""
+    done = subprocess.run(
+        [venv_bin("leadlex-sync"), "dlq", "list", "--json"],
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise HarnessError(f"dlq list failed: {done.stderr[-1000:]}")
+    return list(json.loads(done.stdout or "[]"))
 
 
 def reconcile(
@@ -1340,112 +1537,46 @@ def reconcile(
     sim: Simulator,
     redis_url: str,
     chaos: Chaos,
+    env: dict[str, str],
+    workdir: Path,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The verdict, from the generator's own truth and what LeadLex (the simulator) holds;
+    the product's Redis is read only to report, never to decide (bench/chaos_truth.py)."""
     violations: list[dict[str, Any]] = []
-    mapping = load_mapping(None, "US")
     contacts = sim.contacts()
     log_entries = sim.requests()
+    letters = dead_letters(env, workdir)
     client = redis.Redis.from_url(redis_url, socket_timeout=30)
     try:
         acked = [e for e in world.events if e.acked]
         unacked = [e for e in world.events if not e.acked]
-        # 1. every acknowledged event was taken in (dedupe ledger)
+        # Reported only: acknowledged events the product's dedupe ledger does not know.
         pipe = client.pipeline(transaction=False)
         for event in acked:
             pipe.exists(f"lls:seen:{event.fp}")
-        missing = [e for e, seen in zip(acked, pipe.execute(), strict=True) if not seen]
-        for event in missing[:20]:
-            violations.append(
-                {
-                    "check": "acked_event_not_ingested",
-                    "event": event.key,
-                    "source": event.source,
-                    "record": event.record,
-                    "ts": event.ts,
-                }
-            )
-        if len(missing) > 20:
-            violations.append({"check": "acked_event_not_ingested", "more": len(missing) - 20})
-        dead = list(DeadLetters(client).iter())
+        not_in_ledger = sum(1 for seen in pipe.execute() if not seen)
         state = backlog(client)
         counters = {k.decode(): int(v) for k, v in client.hgetall("lls:metrics:counters").items()}
     finally:
         client.close()
 
-    # 2. fields and notes against the newest acknowledged CRM values
-    expected = expected_fields(world, acked, mapping)
-    # Events sent but never acknowledged may or may not have been taken in: either is fine.
-    maybe = expected_fields(world, world.events, mapping) if unacked else expected
-    by_contact: dict[str, list[Any]] = defaultdict(list)
-    for letter in dead:
-        by_contact[letter.contact].append(letter)
-    all_tokens = {line for rec in world.records for line in rec.notes}
-    checked_fields = 0
-    checked_notes = 0
-    for c, per in expected.items():
-        cid = contact_ids[c]
-        have = contacts.get(cid)
-        if have is None:
-            violations.append({"check": "contact_missing", "contact": cid})
-            continue
-        for name, (ts, kind, value, idx) in per.items():
-            if name.startswith("notes|"):
-                continue
-            checked_fields += 1
-            alt = maybe.get(c, {}).get(name)
-            if kind == "ok":
-                if have.get(name) == value or (alt and alt[1] == "ok" and have.get(name) == alt[2]):
-                    continue
-                if _dead_lettered(by_contact[cid], name, value, None):
-                    continue
-                violations.append(
-                    {
-                        "check": "field_not_newest",
-                        "contact": cid,
-                        "field": name,
-                        "expected": value,
-                        "actual": have.get(name),
-                        "crm_ts": ts,
-                        "record": world.records[idx].tag,
-                    }
-                )
-            elif not _dead_lettered(by_contact[cid], name, value, kind):
-                violations.append(
-                    {
-                        "check": "rejected_value_not_dead_lettered",
-                        "contact": cid,
-                        "field": name,
-                        "reason": kind,
-                        "value": value,
-                        "record": world.records[idx].tag,
-                    }
-                )
-        # notes: every line of each record's newest text exactly once; no line twice
-        counts = Counter(notes_tokens(str(have.get("notes") or "")))
-        for name, (_ts, _kind, text, idx) in per.items():
-            if not name.startswith("notes|"):
-                continue
-            checked_notes += 1
-            for token in notes_tokens(text):
-                if counts.get(token, 0) == 0:
-                    violations.append(
-                        {
-                            "check": "note_missing",
-                            "contact": cid,
-                            "record": world.records[idx].tag,
-                            "line": token,
-                        }
-                    )
-        for token, n in counts.items():
-            if n > 1:
-                violations.append(
-                    {"check": "note_appended_twice", "contact": cid, "line": token, "times": n}
-                )
-            elif token not in all_tokens:
-                violations.append({"check": "note_unknown", "contact": cid, "line": token})
+    # 1. fields and notes against the truth
+    truth_report, truth_violations = reconcile_truth(
+        world.truth,
+        {e.key for e in acked},
+        {e.key for e in unacked},
+        contact_ids,
+        contacts,
+        log_entries,
+        letters,
+        (*LEADLEX_FIELDS, "linkedin_url"),
+    )
+    violations += truth_violations
 
-    # 3. calls and the rate limit, from the simulator's request log
-    api = sorted(log_entries, key=lambda e: e["ts"])
+    # 2. calls and the rate limit, from the simulator's log without the third party's calls
+    _tp_writes, _tp_lines, tp_entries = third_party_outcomes(world.truth, log_entries)
+    tp_seqs = {e["seq"] for e in tp_entries}
+    api = sorted((e for e in log_entries if e["seq"] not in tp_seqs), key=lambda e: e["ts"])
     times = [float(e["ts"]) for e in api]
     peak, peak_at = max_in_window(times, prof.window)
     counted = [float(e["ts"]) for e in api if e["status"] != 429]
@@ -1485,7 +1616,7 @@ def reconcile(
     changed_contacts = {world.records[e.record].contact for e in acked}
     by_method = Counter(f"{e['method']} {e['status']}" for e in api)
 
-    # 4. the Redis restart lost nothing acknowledged; the system drained
+    # 3. the Redis restart lost nothing acknowledged; the system drained
     if chaos.sentinel_ok is False:
         violations.append({"check": "redis_lost_acknowledged_write"})
     leftovers = {k: v for k, v in state.items() if v}
@@ -1495,7 +1626,7 @@ def reconcile(
         # Not a product violation by itself, but the run could not prove much about them.
         violations.append({"check": "events_never_acknowledged", "count": len(unacked)})
 
-    dl_reasons = Counter(d.reason for d in dead)
+    dl_reasons = Counter(str(d.get("reason")) for d in letters)
     report = {
         "calls": {
             "total": len(api),
@@ -1503,9 +1634,11 @@ def reconcile(
             "ratio": round(len(api) / max(1, len(changed_contacts)), 2),
             "patches": sum(1 for e in api if e["method"] == "PATCH"),
             "patches_applied": sum(1 for e in api if e["method"] == "PATCH" and e["applied"]),
+            "applied_late": sum(1 for e in api if e.get("late")),
             "gets": sum(1 for e in api if e["method"] == "GET"),
             "answers_dropped": sum(1 for e in api if e["dropped"]),
             "by_method_status": dict(sorted(by_method.items())),
+            "third_party_calls": len(tp_entries),
             "429": {
                 "total": n429,
                 "forced_burst": min(forced, other_429),
@@ -1522,32 +1655,26 @@ def reconcile(
         "dead_letters": dict(sorted(dl_reasons.items())),
         "checked": {
             "acked_events": len(acked),
-            "contacts": len(expected),
-            "fields": checked_fields,
-            "notes_texts": checked_notes,
+            "contacts": len(contact_ids),
             "invalid_phones_generated": world.invalid_phones,
+            **truth_report,
         },
         "product_state_after_drain": state,
-        # events the product's inbox sweep had to enqueue again (lost by the broker)
-        "events_recovered": sum(
-            v for k, v in counters.items() if k.startswith('["events_recovered"')
-        ),
+        # reported, not judged: the verdict comes from LeadLex's state and the truth
+        "product_diagnostics": {
+            "acked_events_not_in_dedupe_ledger": not_in_ledger,
+            # events the product's inbox sweep had to enqueue again (lost by the broker)
+            "events_recovered": sum(
+                v for k, v in counters.items() if k.startswith('["events_recovered"')
+            ),
+            # the promises at work: fenced-off flush steps, surfaced notes, lapsed grants
+            **{
+                name: sum(v for k, v in counters.items() if k.startswith(f'["{name}"'))
+                for name in ("flushes_fenced", "notes_uncertain", "budget_grants_lapsed")
+            },
+        },
     }
     return report, violations
-
-
-def _dead_lettered(letters: list[Any], field_name: str, value: Any, reason: str | None) -> bool:
-    """Is `value` of `field_name` in the dead-letter store (with `reason`, if given)?"""
-    for letter in letters:
-        details = letter.details or {}
-        payload = letter.payload if isinstance(letter.payload, dict) else {}
-        named = details.get("field") == field_name or payload.get("leadlex_field") == field_name
-        if not named or (reason is not None and letter.reason != reason):
-            continue
-        changes = payload.get("changes") or {}
-        if payload.get("leadlex_value") == value or value in changes.values():
-            return True
-    return False
 
 
 # ==============================================================================================
@@ -1603,7 +1730,11 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
             "LEADLEX_RATE_PER_MINUTE": str(prof.rate),
             "LEADLEX_DAILY_LIMIT": "1000000",
             "LEADLEX_RATE_WINDOW_SECONDS": str(prof.window),
-            "LEADLEX_TIMEOUT_SECONDS": "3",
+            "LEADLEX_TIMEOUT_SECONDS": f"{prof.timeout:g}",
+            # The simulator's late applies land late_apply_seconds (timeout + 2 s) after
+            # arrival: a write of unknown outcome is settled once that has passed.
+            "NOTES_SETTLE_DELAY_SECONDS": f"{prof.settle_delay:g}",
+            "LEADLEX_PATCH_IDEMPOTENCY": "honored" if prof.honor_idempotency_key else "unknown",
             "COALESCE_SECONDS": str(prof.coalesce),
             "FLUSH_LEASE_SECONDS": str(prof.lease),
             "CIRCUIT_PROBE_SECONDS": "2",
@@ -1639,6 +1770,8 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
     wait_until(web_up, 60, "receiver start", 0.2)
     health.close()
     workers = Workers(procs, worker_env, workdir)
+    workers.stall_every = prof.stall_every
+    workers.stall_seconds = prof.stall_seconds
     workers.start(0)
     workers.start(1)
     workers.start_beat()
@@ -1649,13 +1782,33 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
         f"receiver {public_base}, logs in {workdir}"
     )
 
-    # ---- the stream, with the chaos alongside ------------------------------------------------
-    t0 = workers.t0 = time.time()
+    # ---- Salesforce's first message per record, before the stream (see World) ---------------
     sender = Sender(world, public_base, public_base, random.Random(prof.seed + 2))
-    sender.give_up_at = t0 + prof.seconds + prof.sender_grace
     stream = Stream(world, sender, random.Random(prof.seed + 3), prof, journal)
+    t_base = time.time()
+    base = world.baseline()
+    for i in range(0, len(base), 5):
+        stream._request("salesforce", [(e.key, 0) for e in base[i : i + 5]])
+    wait_until(lambda: all(e.acked for e in base), 60, "baseline acknowledged", 0.2)
+    check = redis.Redis.from_url(rds.url, socket_timeout=10)
+    try:
+        wait_until(
+            lambda: not any(backlog(check)[k] for k in ("ingest_queue", "unacked_ingest")),
+            60,
+            "baseline ingested",
+            0.2,
+        )
+    finally:
+        check.close()
+    timings["baseline_s"] = time.time() - t_base
+
+    # ---- the stream, with the chaos and a third party alongside -----------------------------
+    t0 = workers.t0 = time.time()
+    sender.give_up_at = t0 + prof.seconds + prof.sender_grace
     chaos = Chaos(prof, random.Random(prof.seed + 4), sim, rds, workers, t0)
     chaos.start()
+    third = ThirdParty(world, sim, contact_ids, prof, prof.seed + 5)
+    third.start()
     next_report = t0 + 15
     try:
         while time.time() < t0 + prof.seconds + prof.sender_grace:
@@ -1675,13 +1828,14 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
     finally:
         chaos.cancel.set()
         chaos.join(timeout=30)  # a restart in progress finishes; Procs refuses new ones later
+        third.stop()
         sender.stop()
     timings["stream_s"] = time.time() - t0
     # Workers and beat are supervised; the receiver and the simulator must not die at all.
     unexpected_deaths = [p.name for p in (web, sim.proc) if not p.alive()]
     # Faults off (whatever the schedule got to), then let the system drain.
-    sim.faults(error_rate_5xx=0.0, drop_after_apply_rate=0.0, force_429=0)
-    sim.config(per_minute=prof.rate)
+    sim.faults(error_rate_5xx=0.0, drop_after_apply_rate=0.0, force_429=0, late_apply_seconds=0)
+    sim.config(per_minute=prof.rate + THIRD_PARTY_PER_WINDOW)
     log(
         f"stream done: {len(world.events)} events, "
         f"{sum(1 for e in world.events if e.acked)} acked; draining"
@@ -1696,7 +1850,9 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
     workers.stop_supervising()
     log(f"drained={drained} in {timings['drain_s']:.1f}s {left}; reconciling")
     t_rec = time.time()
-    report, violations = reconcile(prof, world, contact_ids, sim, rds.url, chaos)
+    report, violations = reconcile(
+        prof, world, contact_ids, sim, rds.url, chaos, child_env(common), workdir
+    )
     timings["reconcile_s"] = time.time() - t_rec
     if journal is not None:
         journal.stop()
@@ -1709,6 +1865,12 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
     if not drained:
         violations.append({"check": "drain_timeout", "seconds": prof.drain_seconds, **left})
     timings["total_s"] = time.time() - t_start
+    stalls = 0
+    for proc in procs.all:
+        if proc.name.startswith("worker1"):
+            with contextlib.suppress(OSError):
+                stalls += proc.log_path.read_text(errors="replace").count("stalls before its PATCH")
+    report["product_diagnostics"]["flushes_stalled_by_the_seam"] = stalls
     deliveries = sum(e.delivered for e in world.events)
     return {
         "ok": not violations,
@@ -1726,6 +1888,10 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
             "flush_lease_s": prof.lease,
             "redis_appendfsync": "always",
             "simulator_expose_notes": False,
+            "simulator_honor_idempotency_key": prof.honor_idempotency_key,
+            "worker1_stalls_one_flush_in": prof.stall_every,
+            "worker1_stall_s": prof.stall_seconds,
+            "worker2_clock_offset_s": SKEW_SECONDS,
         },
         "events": {
             "sent": len(world.events),
@@ -1753,6 +1919,7 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
             else None
         ),
         "faults": chaos.log,
+        "third_party": dict(sorted(third.stats.items())),
         # Exits nobody caused (restarted like a supervisor would): findings, not violations.
         "process_exits": workers.exits,
         **report,
@@ -1785,6 +1952,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, help="where logs and Redis data go")
     parser.add_argument("--keep", action="store_true", help="keep the workdir even on success")
     parser.add_argument("--out", type=Path, help="also write the JSON summary here")
+    parser.add_argument(
+        "--honor-idempotency-key",
+        action="store_true",
+        help="the simulator honours Idempotency-Key on PATCH/POST (default: ignores it)",
+    )
     return parser.parse_args(argv)
 
 

@@ -1,4 +1,4 @@
-"""`leadlex-sync dlq list|show|replay|purge`."""
+"""`leadlex-sync dlq list|show|replay|drop|purge`."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _check_id(entry_id: str) -> None:
 
 @main.group()
 def dlq() -> None:
-    """Dead letters: list, show, replay, purge."""
+    """Dead letters: list, show, replay, drop, purge."""
 
 
 @dlq.command("list")
@@ -87,6 +87,20 @@ def dlq_replay(entry_id: str | None, all_: bool, reason: str | None) -> None:
     with click.progressbar(letters, label="replay", file=sys.stderr, show_pos=True) as bar:
         done, skipped = replay_letters(rt, [d for d in bar if d is not None])
     click.echo(f"replayed {done}; {skipped} cannot be replayed (kept)")
+
+
+@dlq.command("drop")
+@click.argument("entry_ids", nargs=-1, required=True)
+def dlq_drop(entry_ids: tuple[str, ...]) -> None:
+    """Delete dead letters by id, e.g. a `notes_uncertain` note you found in LeadLex."""
+    from worker.deadletter import DeadLetters
+
+    store = DeadLetters(open_redis(settings_or_exit()))
+    missing = [i for i in entry_ids if store.get(i) is None]
+    if missing:
+        fail(f"no dead letter {', '.join(missing)}")
+    removed = store.delete(*entry_ids)
+    click.echo(f"dropped {removed} dead letters")
 
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")

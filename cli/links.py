@@ -72,18 +72,13 @@ def links_import(file: Path) -> None:
 
     rows = list(_read_links(file))  # validate everything before writing anything
     rt = runtime(settings_or_exit())
-    written = 0
+    replayed = 0
     with click.progressbar(length=len(rows), label="links", file=sys.stderr, show_pos=True) as bar:
         for i in range(0, len(rows), 5000):
             chunk = rows[i : i + 5000]
-            written += rt.state.set_links(chunk)
+            replayed += pipeline.link_records(rt, chunk)
             bar.update(len(chunk))
-    pipe = rt.redis.pipeline(transaction=False)
-    for source, _account, object_id, _ in rows:
-        pipe.exists(f"lls:unlinked:{source}:{object_id}")
-    parked = [(r[0], r[2]) for r, has in zip(rows, pipe.execute(), strict=True) if has]
-    replayed = pipeline.replay_unlinked(rt, parked)
-    click.echo(f"imported {written} links; {replayed} parked events replayed")
+    click.echo(f"imported {len(rows)} links; {replayed} parked events replayed")
 
 
 @links.command("export")

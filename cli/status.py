@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +42,7 @@ def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
     """Budget, backlog, drain forecast, queues, pump, pause and circuit state, as a dict."""
     from worker import presence
     from worker.celery_app import QUEUES
+    from worker.clock import redis_time
     from worker.deadletter import INVALID_STREAM, DeadLetters
     from worker.metrics import Metrics
     from worker.ratelimit import DAY_KEY, Budget, Circuit, utc_day
@@ -50,7 +50,7 @@ def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
 
     per_minute, daily_limit, minute_from, daily_from = effective_limits(settings, client)
     budget = Budget(client, per_minute, daily_limit).status()
-    now = time.time()
+    now = redis_time(client)  # the clock the budget and the pump decide on
     if client.hget(DAY_KEY.format(day=utc_day(now)), "limit") is not None:
         daily_from = "LeadLex's rate headers today (X-RateLimit-Limit)"
     circuit = Circuit(client).state()
@@ -96,6 +96,8 @@ def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
             "drains_by": iso(drain_at) if backlog and not not_draining else None,
             "not_draining": not_draining or None,
             "unlinked_records": state.count_unlinked(),
+            "lookups_pending": state.count_resolve_retries(),
+            "deleted_records": state.count_deleted(),
         },
         "queues": {
             q.name: {"messages": q.messages, "consumers": q.consumers, "stranded": q.stranded}
@@ -112,6 +114,8 @@ def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
         "dead_letters_trimmed": Metrics(client).value(
             "dead_letters_trimmed", reason="invalid_event"
         ),
+        # Notes LeadLex cannot tell us were applied: an operator decides (dlq replay / drop).
+        "notes_uncertain": sum(1 for _ in DeadLetters(client).iter("notes_uncertain")),
         "links": state.count_links(),
         **sources_report(settings, client, now),
         "warnings": (
@@ -196,7 +200,9 @@ def status(as_json: bool) -> None:
         f"backlog    {q['contacts_waiting']} contacts waiting"
         + (f", drains by {q['drains_by']}" if q["drains_by"] else "")
         + (", NOT draining" if q["not_draining"] else "")
-        + f"; {q['unlinked_records']} unlinked records parked"
+        + f"; {q['unlinked_records']} records with parked events"
+        + f" ({q['lookups_pending']} awaiting a lookup retry)"
+        + f"; {q['deleted_records']} records deleted in the CRM"
     )
     click.echo(
         "queues     "
@@ -239,3 +245,9 @@ def status(as_json: bool) -> None:
     )
     for warning in report["warnings"]:
         click.echo(f"WARNING    {warning}")
+    if report["notes_uncertain"]:
+        click.echo(
+            f"notes uncertain {report['notes_uncertain']}: check LeadLex, then "
+            "`dlq replay ID` (append) or `dlq drop ID` (it is there); "
+            "`dlq list --reason notes_uncertain`"
+        )

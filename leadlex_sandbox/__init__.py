@@ -52,7 +52,8 @@ Undocumented behaviour (reference §12) and what we chose:
 | X-RateLimit-* on minute 429 | daily quota (Remaining may be > 0)                 | headers = day
 | day boundary                | multiples of day_seconds since epoch [day_seconds] | = 00:00 UTC
 | Idempotency-Key on PATCH    | ignored [honor_idempotency_key; when on: 24 h ttl, | not listed for
-|                             | conflict 409 idempotency_conflict]                 | PATCH
+| and POST /v1/contacts       | conflict 409 idempotency_conflict; a late write    | PATCH / POST
+|                             | whose key was applied meanwhile is a replay]       |
 | notes in answers            | never shown [expose_notes]                         | write-only
 | notes separator / max       | "\\n" / 10000 per append [notes_separator, ...]    | seed page
 | null value                  | 400 (off: clears the field) [reject_null]          | "all strings"
@@ -78,11 +79,21 @@ Undocumented behaviour (reference §12) and what we chose:
 
 Faults (all off by default): `latency_ms` (sleep before answering),
 `error_rate_5xx` (answer one of `error_statuses` = 500/502/503 in the envelope,
-nothing applied, counted), `drop_after_apply_rate` (apply the write, then close
-the connection unanswered: httpx raises RemoteProtocolError/ReadError),
+nothing applied, counted; only for the methods in `error_methods`, default all),
+`drop_after_apply_rate` (apply the write, then close the connection unanswered:
+httpx raises RemoteProtocolError/ReadError),
 `force_429` (the next N authenticated requests answer 429, not counted;
 `Retry-After: S` when `force_429_retry_after_seconds` = S is set), `seed`
-(the RNG of the dice; None = from the OS; reset re-seeds).
+(the RNG of the dice; None = from the OS; reset re-seeds),
+`late_apply_seconds` (a PATCH or POST is applied that many seconds after it arrived, on
+a timer; the client meanwhile gets `late_apply_answer`: "timeout" = no answer until
+then, "error" = 503 at once, "drop" = connection closed at once; `late_apply_writes` = N
+limits it to the next N writes), `non_json_answer_rate` (apply the write, then answer
+200 with a body that is not JSON).
+
+Third-party edits: configure a second key in `api_keys` and PATCH through the API with
+it, like any other LeadLex user; every write (any key) gives the contact a new, strictly
+later `updated_date`.
 """
 
 from __future__ import annotations

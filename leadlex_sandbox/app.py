@@ -75,7 +75,7 @@ def create_app(state: SandboxState) -> Flask:
         if answer.drop:
             request.environ[DROP_KEY] = True
         return Response(
-            json.dumps(answer.body),
+            answer.raw if answer.raw is not None else json.dumps(answer.body),
             status=answer.status,
             headers=answer.headers,
             mimetype="application/json",

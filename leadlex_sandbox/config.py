@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 Plan = Literal["starter", "pro", "org"]
 DuplicateEmailPolicy = Literal["reject", "allow"]
+LateAnswer = Literal["timeout", "error", "drop"]
 
 # reference/leadlex-api.md §3: plan -> (per minute, per day).
 PLANS: dict[str, tuple[int, int]] = {
@@ -35,9 +36,14 @@ FAULT_KNOBS: frozenset[str] = frozenset(
         "latency_ms",
         "error_rate_5xx",
         "error_statuses",
+        "error_methods",
         "drop_after_apply_rate",
         "force_429",
         "force_429_retry_after_seconds",
+        "late_apply_seconds",
+        "late_apply_answer",
+        "late_apply_writes",
+        "non_json_answer_rate",
         "seed",
     }
 )
@@ -73,7 +79,7 @@ class SandboxConfig:
     count_errors: bool = True  # 4xx/5xx answers (except 401 and 429) spend quota
 
     # --- writes
-    honor_idempotency_key: bool = False  # PATCH dedupes on Idempotency-Key when True
+    honor_idempotency_key: bool = False  # PATCH and POST dedupe on Idempotency-Key when True
     idempotency_ttl_seconds: float = 86_400.0
     idempotency_conflict_status: int = 409  # same key, different request
     expose_notes: bool = False  # docs: notes is write-only; the seed page shows it in PATCH
@@ -92,9 +98,18 @@ class SandboxConfig:
     latency_ms: int = 0
     error_rate_5xx: float = 0.0  # answer 5xx (without applying) with this probability
     error_statuses: tuple[int, ...] = (500, 502, 503)
+    error_methods: tuple[str, ...] = ("GET", "POST", "PATCH", "PUT", "DELETE")  # 5xx only these
     drop_after_apply_rate: float = 0.0  # apply a write, then close the socket unanswered
     force_429: int = 0  # the next N authenticated requests answer 429
     force_429_retry_after_seconds: int | None = None  # set: forced 429s send Retry-After: S
+    # A write (PATCH, POST) is applied this many seconds after it arrived, after the client
+    # was answered per `late_apply_answer`: "timeout" holds the answer until the write is
+    # applied (a client with a shorter timeout has given up), "error" answers 503 at once,
+    # "drop" closes the connection at once. 0 = off.
+    late_apply_seconds: float = 0.0
+    late_apply_answer: LateAnswer = "timeout"
+    late_apply_writes: int | None = None  # None: every write; N: only the next N writes
+    non_json_answer_rate: float = 0.0  # apply a write, then answer 200 with a non-JSON body
     seed: int | None = None  # RNG seed for the fault dice (None: from the OS)
 
     def __post_init__(self) -> None:
@@ -222,6 +237,16 @@ def _statuses(name: str, value: Any) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _methods(name: str, value: Any) -> tuple[str, ...]:
+    allowed = ("GET", "POST", "PATCH", "PUT", "DELETE")
+    if isinstance(value, str) or not isinstance(value, list | tuple) or not value:
+        raise ConfigError(name, f"must be a non-empty list of {', '.join(allowed)}")
+    for method in value:
+        if method not in allowed:
+            raise ConfigError(name, f"must be a non-empty list of {', '.join(allowed)}")
+    return tuple(value)
+
+
 _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "api_keys": _api_keys,
     "plan": _choice(*PLANS),
@@ -248,9 +273,14 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "latency_ms": _int(0, 60_000),
     "error_rate_5xx": _number(0.0, 1.0),
     "error_statuses": _statuses,
+    "error_methods": _methods,
     "drop_after_apply_rate": _number(0.0, 1.0),
     "force_429": _int(0),
     "force_429_retry_after_seconds": _int(1, optional=True),
+    "late_apply_seconds": _number(0.0, 600.0),
+    "late_apply_answer": _choice("timeout", "error", "drop"),
+    "late_apply_writes": _int(0, optional=True),
+    "non_json_answer_rate": _number(0.0, 1.0),
     "seed": _int(-(2**63), optional=True),
 }
 

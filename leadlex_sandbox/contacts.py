@@ -6,7 +6,7 @@ and authorised the request (see gateway.py).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,8 +97,12 @@ def get_contact(call: Call) -> Result:
 
 
 def create_contact(call: Call) -> Result:
-    """POST /v1/contacts (reference §7.3)."""
+    """POST /v1/contacts (reference §7.3); Idempotency-Key honoured when the knob says so."""
     _require_json(call)
+    return _idempotent(call, _create)
+
+
+def _create(call: Call) -> Result:
     fields = parse_create(call.body, call.config)
     store = call.state.store
     email = fields.get("email")
@@ -117,24 +121,38 @@ def create_contact(call: Call) -> Result:
 def update_contact(call: Call) -> Result:
     """PATCH /v1/contacts/{id} (reference §8): notes append, other fields overwrite."""
     _require_json(call)
+    return _idempotent(call, _update)
+
+
+def _update(call: Call) -> Result:
     config = call.config
-    key = call.idempotency_key if config.honor_idempotency_key else None
-    digest = fingerprint(call.method, call.path, call.body)
-    if key:
-        saved = call.state.idempotency.get(key, call.now)
-        if saved is not None and saved.fingerprint != digest:
-            raise ApiError(
-                config.idempotency_conflict_status,
-                "idempotency_conflict",
-                "Idempotency-Key was already used with a different request",
-            )
-        if saved is not None:
-            return Result(saved.status, saved.body, replayed=True)
     contact = _contact(call)
     changes = parse_patch(call.body, config)
     call.state.store.update(contact, changes, config.notes_separator)
-    result = Result(200, {"data": contact.patch_view(expose_notes=config.expose_notes)}, True)
-    if key:
+    return Result(200, {"data": contact.patch_view(expose_notes=config.expose_notes)}, True)
+
+
+def _idempotent(call: Call, apply: Callable[[Call], Result]) -> Result:
+    """Run a write, or replay the answer saved under its Idempotency-Key (when honoured).
+
+    Only applied answers are saved; the same key with another method, path or body answers
+    `idempotency_conflict_status`."""
+    config = call.config
+    key = call.idempotency_key if config.honor_idempotency_key else None
+    if not key:
+        return apply(call)
+    digest = fingerprint(call.method, call.path, call.body)
+    saved = call.state.idempotency.get(key, call.now)
+    if saved is not None and saved.fingerprint != digest:
+        raise ApiError(
+            config.idempotency_conflict_status,
+            "idempotency_conflict",
+            "Idempotency-Key was already used with a different request",
+        )
+    if saved is not None:
+        return Result(saved.status, saved.body, replayed=True)
+    result = apply(call)
+    if result.applied:
         call.state.idempotency.save(
             key,
             SavedAnswer(

@@ -12,9 +12,17 @@ all under the sandbox lock:
    `count_errors` is off);
 5. route: unknown path -> 404 `not_found`, wrong method -> 405 `method_not_allowed`;
 6. permission: GET needs "read", other methods "write" -> 403 `insufficient_permissions`;
-7. `error_rate_5xx` fault -> 500/502/503, nothing applied;
+7. `error_rate_5xx` fault (methods in `error_methods`) -> 500/502/503, nothing applied;
 8. the handler (validation 400, 404, 409, the write);
-9. `drop_after_apply_rate` fault on an applied write -> answer dropped.
+9. `drop_after_apply_rate` fault on an applied write -> answer dropped;
+   `non_json_answer_rate` fault on an applied write -> 200 with a body that is not JSON.
+
+`late_apply_seconds` (with `late_apply_answer`, `late_apply_writes`) replaces step 8 for a
+write: the handler runs that many seconds after arrival on a timer thread (under the lock,
+so it sees the store and the Idempotency-Key cache as they are then), and the client is
+answered 503 at once ("error"), dropped at once ("drop"), or answered only once the write
+is applied ("timeout": a client whose timeout is shorter has given up by then). The log
+entry says `late` and gets `applied`/`applied_at` when the write lands.
 
 Every answer carries X-RateLimit-Limit/Remaining/Reset (daily quota, after
 counting this request) and X-Request-ID; Retry-After only on 429 when the
@@ -25,9 +33,10 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from leadlex_sandbox import contacts
@@ -78,6 +87,7 @@ class ApiAnswer:
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False
+    raw: bytes | None = None  # sent instead of the JSON body (non_json_answer_rate)
 
 
 def decode_body(raw: bytes) -> tuple[Any, str | None]:
@@ -131,6 +141,7 @@ class Gateway:
             counted = False
             retry_after: float | None = None
             send_retry_after = config.retry_after
+            late: _LateWrite | None = None
             try:
                 permissions = self._authenticate(request)
                 if config.force_429 > 0:
@@ -148,23 +159,33 @@ class Gateway:
                     raise ApiError(
                         403, "insufficient_permissions", f"API key lacks the {need} permission"
                     )
-                if config.error_rate_5xx > 0 and state.rng.random() < config.error_rate_5xx:
+                if (
+                    config.error_rate_5xx > 0
+                    and request.method in config.error_methods
+                    and state.rng.random() < config.error_rate_5xx
+                ):
                     raise server_error(state.rng.choice(config.error_statuses))
-                result = handler(
-                    Call(
-                        state=state,
-                        config=config,
-                        method=request.method,
-                        path=request.path,
-                        query=request.query,
-                        body=body,
-                        body_problem=body_problem,
-                        content_type=request.content_type,
-                        contact_id=contact_id,
-                        idempotency_key=request.idempotency_key,
-                        now=now,
-                    )
+                call = Call(
+                    state=state,
+                    config=config,
+                    method=request.method,
+                    path=request.path,
+                    query=request.query,
+                    body=body,
+                    body_problem=body_problem,
+                    content_type=request.content_type,
+                    contact_id=contact_id,
+                    idempotency_key=request.idempotency_key,
+                    now=now,
                 )
+                if self._late(request.method):
+                    late = _LateWrite(state, handler, call, entry)
+                    late.schedule(request.arrival + config.late_apply_seconds)
+                    if config.late_apply_answer == "error":
+                        raise server_error(503)
+                    result = Result(0, {})
+                else:
+                    result = handler(call)
             except ApiError as error:
                 result = Result(error.status, error.envelope())
                 retry_after = error.retry_after
@@ -179,11 +200,40 @@ class Gateway:
                 and config.drop_after_apply_rate > 0
                 and state.rng.random() < config.drop_after_apply_rate
             )
+            garbled = (
+                result.applied
+                and not drop
+                and config.non_json_answer_rate > 0
+                and state.rng.random() < config.non_json_answer_rate
+            )
+            if late is not None and config.late_apply_answer == "drop":
+                drop = True
             entry.status = result.status
             entry.applied = result.applied
             entry.replayed = result.replayed
             entry.dropped = drop
+            entry.non_json = garbled
+            entry.late = late is not None
+        if late is not None and config.late_apply_answer == "timeout":
+            result = late.wait()
+            with state.lock:
+                entry.status = result.status
+        if garbled:
+            return ApiAnswer(result.status, {}, headers, raw=b"OK (applied)")
         return ApiAnswer(result.status, result.body, headers, drop)
+
+    def _late(self, method: str) -> bool:
+        """Whether this write is to be applied late (and count it against late_apply_writes)."""
+        config = self.state.config
+        if method not in ("PATCH", "POST") or config.late_apply_seconds <= 0:
+            return False
+        left = config.late_apply_writes
+        if left is None:
+            return True
+        if left <= 0:
+            return False
+        self.state.config = config.updated({"late_apply_writes": left - 1})
+        return True
 
     def _authenticate(self, request: ApiRequest) -> frozenset[str]:
         key = bearer_key(request.authorization)
@@ -210,3 +260,40 @@ class Gateway:
                     )
                 return handler
         raise ApiError(404, "not_found", "Endpoint not found")
+
+
+class _LateWrite:
+    """A write applied on a timer thread, `late_apply_seconds` after it arrived."""
+
+    def __init__(self, state: SandboxState, handler: Handler, call: Call, entry: Any) -> None:
+        self.state = state
+        self.handler = handler
+        self.call = call
+        self.entry = entry
+        self.done = threading.Event()
+        self.result = Result(504, server_error(504).envelope())
+
+    def schedule(self, at: float) -> None:
+        timer = threading.Timer(max(0.0, at - time.time()), self._apply)
+        timer.daemon = True
+        self.state.late_timers.append(timer)
+        timer.start()
+
+    def _apply(self) -> None:
+        state = self.state
+        with state.lock:
+            try:
+                self.result = self.handler(
+                    replace(self.call, config=state.config, now=state.clock())
+                )
+            except ApiError as error:
+                self.result = Result(error.status, error.envelope())
+            self.entry.applied = self.result.applied
+            self.entry.replayed = self.result.replayed
+            self.entry.applied_at = time.time() if self.result.applied else None
+        self.done.set()
+
+    def wait(self) -> Result:
+        """The write's result once applied (the request thread waits for it outside the lock)."""
+        self.done.wait(timeout=self.state.config.late_apply_seconds + 60)
+        return self.result

@@ -1,8 +1,8 @@
-"""Idempotency-Key replay for PATCH, used only when `honor_idempotency_key` is on.
+"""Idempotency-Key replay for PATCH and POST /v1/contacts, only when `honor_idempotency_key`.
 
 LeadLex documents the header for other writes (24 h, original answer replayed)
-but not for PATCH /v1/contacts (reference §5, §12.1), so the default is to ignore
-it. When honoured: only applied (2xx) answers are saved; the same key with the
+but not for PATCH or POST /v1/contacts (reference §5, §12.1), so the default is to
+ignore it. When honoured: only applied (2xx) answers are saved; the same key with the
 same method, path and body replays the saved answer without applying again; the
 same key with a different request answers `idempotency_conflict_status`.
 """

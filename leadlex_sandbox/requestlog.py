@@ -60,6 +60,9 @@ class LogEntry:
     applied: bool = False  # a write changed the store (not a replay, not an injected 5xx)
     dropped: bool = False  # the connection was closed without an answer
     replayed: bool = False  # answered from the Idempotency-Key cache
+    late: bool = False  # applied late_apply_seconds after arrival (see gateway.py)
+    applied_at: float | None = None  # when a late write was applied
+    non_json: bool = False  # answered 200 with a body that is not JSON
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-shaped entry."""

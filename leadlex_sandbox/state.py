@@ -35,11 +35,15 @@ class SandboxState:
         self.log = RequestLog()
         self.ids = RequestIds()
         self.idempotency = IdempotencyCache()
+        self.late_timers: list[threading.Timer] = []  # writes waiting for late_apply_seconds
         self.rng = random.Random(self.config.seed)
 
     def reset(self, *, keep_config: bool = False) -> None:
         """Empty the workspace; restore the start-up config unless `keep_config`."""
         with self.lock:
+            for timer in self.late_timers:
+                timer.cancel()
+            self.late_timers.clear()
             self.store.clear()
             self.limiter.reset()
             self.log.clear()

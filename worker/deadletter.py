@@ -1,7 +1,9 @@
 """The dead-letter store: a Redis stream of what could not be delivered, with why.
 
 Each entry keeps the reason (a short code such as `invalid_event`, `invalid_value`,
-`validation_error`, `not_found`, `unlinked_expired`, `max_age`), the source, a JSON
+`validation_error`, `not_found`, `unlinked_expired`, `max_age`, `notes_uncertain`: a
+note LeadLex may or may not hold, its exact text in `payload.leadlex_value`,
+`create_uncertain`: a contact create whose outcome could not be told), the source, a JSON
 payload (the raw event or the ChangeEvent dict, or the staged fields), details (field,
 problem, LeadLex's `details.fields`), attempts, the last LeadLex error and its
 `X-Request-ID`.

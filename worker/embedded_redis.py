@@ -66,9 +66,13 @@ def is_loopback(url: str) -> bool:
 
 
 def redis_argv(
-    port: int, data_dir: Path, *, appendonly: bool = True, appendfsync: str = "everysec"
+    port: int, data_dir: Path, *, appendonly: bool = True, appendfsync: str = "always"
 ) -> list[str]:
-    """The redis-server command line we use: loopback only, AOF, no eviction."""
+    """The redis-server command line we use: loopback only, AOF, no eviction.
+
+    `appendfsync always` by default: every write is on disk before Redis answers, so a
+    Redis crash loses nothing acknowledged (DESIGN invariant 1; docs/operations.md,
+    "Persistence", measures what it costs). Test servers run without AOF (speed)."""
     return [
         redis_server_binary(),
         "--bind", "127.0.0.1",
@@ -84,7 +88,8 @@ def redis_argv(
 
 
 class RedisServer:
-    """A redis-server child process on 127.0.0.1:`port` with AOF persistence in `data_dir`."""
+    """A redis-server child process on 127.0.0.1:`port` with AOF persistence in `data_dir`
+    (`appendfsync always` unless told otherwise; tests pass `appendonly=False`)."""
 
     def __init__(
         self,
@@ -92,6 +97,7 @@ class RedisServer:
         data_dir: Path | None = None,
         *,
         appendonly: bool = True,
+        appendfsync: str = "always",
     ) -> None:
         self.port = port or free_port()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -100,6 +106,7 @@ class RedisServer:
             data_dir = Path(self._tmp.name)
         self.data_dir = Path(data_dir)
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -109,7 +116,9 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Start the server and wait until it answers PING."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = redis_argv(self.port, self.data_dir, appendonly=self.appendonly)
+        argv = redis_argv(
+            self.port, self.data_dir, appendonly=self.appendonly, appendfsync=self.appendfsync
+        )
         # Own session: the terminal's Ctrl-C must not stop it before the processes using it.
         self.process = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True

@@ -11,12 +11,22 @@ Fingerprints (the dedupe key the worker's ledger uses):
               (worker.crm_events.hubspot.change_fingerprint; eventId is not unique).
 - Salesforce: sha256("salesforce", OrganizationId, Notification/Id).
 - Generic:    sha256("generic", webhook-id, index of the change in the message).
+
+Times: `occurred_at_ms` is the CRM's clock. A time later than the receive time plus
+MAX_CLOCK_SKEW_SECONDS is clamped to that bound when the worker takes the event in
+(`clamp_future`, called once by ingest for every source, replays and parked events
+included), so an event dated 9999 cannot win every later comparison.
+
+`whole_record`: the source sends every selected field with the record's time (Salesforce
+outbound messages stamp all of them with LastModifiedDate), not just what changed. Ingest
+then gives a field the event's time only when its value differs from the record's last
+known value; an unchanged field keeps its earlier time.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 Source = Literal["hubspot", "salesforce", "generic"]
@@ -64,6 +74,7 @@ class ChangeEvent:
     changes: Changes = field(default_factory=dict)
     merged_ids: tuple[str, ...] = ()  # kind == "merge": records merged into object_id
     received_at_ms: int = 0  # when our receiver accepted it (for end-to-end latency)
+    whole_record: bool = False  # every field sent with the record's time (see docstring)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serializable form for the Celery message."""
@@ -83,3 +94,16 @@ class ChangeEvent:
     def record_key(self) -> str:
         """`source:account:object_id`, the CRM record's identity in Redis keys."""
         return f"{self.source}:{self.account}:{self.object_id}"
+
+
+def clamp_future(event: ChangeEvent, now_ms: int, max_skew_ms: int) -> tuple[ChangeEvent, int]:
+    """The event with a CRM time no later than its receive time plus `max_skew_ms`.
+
+    The receive time is `received_at_ms`, or `now_ms` for events that carry none (old
+    messages, dead-letter replays): the bound of a given event never moves, so a parked
+    or replayed event gets the same time every time. Returns (event, the original time
+    when it was clamped, else 0)."""
+    bound = (event.received_at_ms or now_ms) + max_skew_ms
+    if event.occurred_at_ms <= bound:
+        return event, 0
+    return replace(event, occurred_at_ms=bound), event.occurred_at_ms

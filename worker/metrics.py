@@ -48,7 +48,6 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "leadlex_calls": ("LeadLex API calls by method and status", ("method", "status")),
     "leadlex_429": ("429 answers from LeadLex", ()),
     "flushes_parked": ("Flushes parked waiting for budget", ("reason",)),
-    "notes_assumed_applied": ("Notes appends of lost outcome taken as applied", ()),
     # HubSpot Webhooks Journal (pull_sources/hubspot_journal)
     "journal_entries_read": ("HubSpot journal entries handed over", ()),
     "journal_gaps": ("HubSpot journal offsets found expired (changes may be missing)", ()),
@@ -58,6 +57,29 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         "Invalid-input dead letters trimmed to keep DLQ_INVALID_MAXLEN",
         ("reason",),
     ),
+    # promises-clock-chaos: one clock for the budget
+    "budget_grants_lapsed": (
+        "Calls not made because their budget grant lapsed (a stall after the grant) and the "
+        "window had no slot left",
+        (),
+    ),
+    "notes_uncertain": (
+        "Notes writes whose outcome LeadLex could not tell, surfaced as dead letters",
+        (),
+    ),
+    "flushes_fenced": ("Flush steps refused because a newer flush holds the contact", ()),
+    # promises-lifecycle: record lifecycle, per-field time, ties, future clamp
+    "lifecycle_events": (
+        "Deletions, restores, merges and privacy deletions by outcome (stale = older than "
+        "the record's newest lifecycle event)",
+        ("kind", "outcome"),
+    ),
+    "field_time_ties": ("Field values with equal CRM times, decided by the tie rule", ()),
+    "event_times_clamped": (
+        "Event times from the future clamped to receive time + MAX_CLOCK_SKEW_SECONDS",
+        ("source",),
+    ),
+    "events_replayed": ("Parked events enqueued again (a link appeared, a lookup retry)", ()),
 }
 
 OTHER = "other"

@@ -18,26 +18,37 @@ Per-minute: a sliding-window log. LeadLex does not say how its minute window wor
 (reference §12 gap 5). A log of call times gives an exact guarantee whatever it is: in
 any interval of `window_seconds + safety_seconds` there are at most `per_minute` grants,
 hence never more than `per_minute` calls in any 60 s the server may look at (a fixed
-minute bucket or a sliding one). The safety margin absorbs the jitter between our
-timestamp and the server's (time between grant and arrival, network delay, clock skew
-between worker machines up to `safety_seconds`: keep them NTP-synced). A refused grant
-records nothing and its `retry_at` is the moment the blocking entry leaves the window.
+minute bucket or a sliding one). Grant times are Redis `TIME`, read inside the script
+that decides, so every worker's grants sit on one clock whatever the worker machines'
+clocks say. The safety margin absorbs the jitter between a grant and the call's arrival
+at LeadLex (scheduling, network delay) and the difference between Redis's clock and
+LeadLex's. A refused grant records nothing and its `retry_at` is the moment the blocking
+entry leaves the window.
 The cost is memory of at most `per_minute` (<= 200) members, trimmed on every acquire.
 
-Daily: a counter per UTC date, corrected by the server. `observe()` raises "used" to
+Daily: a counter per UTC date of Redis's clock (the script derives the date from `TIME`),
+corrected by the server. `observe()` raises "used" to
 Limit - `X-RateLimit-Remaining` after every response (the server's number wins when it
 is higher: it also counts calls made with the same key by anyone else; it never lowers
 our count within one server day, since an answer can be older than calls still in
 flight), remembers the server's `X-RateLimit-Reset` (past it, the quota starts again even
-if our clock's UTC date has not changed), and pauses everyone until that reset when
+if Redis's UTC date has not changed), and pauses everyone until that reset when
 Remaining reaches 0.
+
+Late calls: a grant is stamped when taken; a call that leaves much later (the worker
+stalled in between) would land outside the window it was counted in. `confirm()`, called
+right before each call leaves, moves a grant older than `safety_seconds` to Redis's now,
+or gives it back and refuses the call when the window has filled up meanwhile.
 
 Pause: a 429 pauses every worker (`on_rate_limited`): until Retry-After if given, else
 until X-RateLimit-Reset when Remaining is 0, else until our minute window frees. A pause
 is never shortened by a later, shorter one; `clear_pause()` is the operator's override.
 
-Clock: `clock` (default `time.time`) supplies every timestamp, so tests run on a fake
-clock; Redis TTLs are only garbage collection and never decide anything.
+Clock (DESIGN invariant 6, docs/architecture.md "One clock"): Redis `TIME`, never a
+worker's clock. `acquire()` and the circuit read it inside their Lua scripts; the other
+operations read it once each (`now()`). A test may pass `clock=` (a fake clock) instead;
+the scripts then take that time as an argument and derive the UTC day from it the same
+way. Redis TTLs are only garbage collection and never decide anything.
 """
 
 from __future__ import annotations
@@ -51,12 +62,14 @@ from dataclasses import dataclass
 
 import redis
 
+from worker.clock import redis_time
 from worker.leadlex import RateInfo
 
-__all__ = ["Budget", "BudgetStatus", "Circuit", "CircuitState", "Grant"]
+__all__ = ["Budget", "BudgetStatus", "Circuit", "CircuitState", "Grant", "GrantLapsedError"]
 
 MINUTE_KEY = "lls:budget:minute"
 DAY_KEY = "lls:budget:day:{day}"
+DAY_PREFIX = "lls:budget:day:"
 PAUSE_KEY = "lls:budget:pause"
 CIRCUIT_KEY = "lls:circuit"
 
@@ -64,40 +77,77 @@ DAY_TTL_SECONDS = 2 * 86_400
 # Longest pause any server header may impose: up to just past the next daily reset.
 MAX_PAUSE_SECONDS = 86_400 + 60
 
-_ACQUIRE = """
-local now = tonumber(ARGV[1])
+# Lua shared by the scripts that decide on time. clock(arg): arg is a test clock's reading,
+# '' means the Redis server's TIME. utc_day(now): YYYYMMDD of epoch seconds in UTC
+# (days-to-civil, proleptic Gregorian; tests/delivery/test_ratelimit.py checks it against
+# Python's calendar). Reading TIME before writing is allowed: scripts replicate effects.
+_CLOCK_LUA = """
+local function clock(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function utc_day(now)
+  local z = math.floor(now / 86400) + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return string.format('%04d%02d%02d', y, m, d)
+end
+"""
+
+# Take one grant. KEYS: minute log, day-record prefix (the day comes from the clock), pause.
+# ARGV: test clock ('' = Redis TIME), span, per_minute, default daily limit, day ttl, token,
+# minute log ttl ms. Returns {ok, retry_at or grant time, reason, member ('' if refused)}.
+_ACQUIRE = (
+    _CLOCK_LUA
+    + """
+local now = clock(ARGV[1])
 local span = tonumber(ARGV[2])
 local per_minute = tonumber(ARGV[3])
+local day = utc_day(now)
+local daykey = KEYS[2] .. day
 local paused = tonumber(redis.call('HGET', KEYS[3], 'until') or '0')
 if paused > now then
-  return {0, string.format('%.6f', paused), 'paused'}
+  return {0, string.format('%.6f', paused), 'paused', ''}
 end
-local sreset = tonumber(redis.call('HGET', KEYS[2], 'reset') or '0')
+local sreset = tonumber(redis.call('HGET', daykey, 'reset') or '0')
 if sreset > 0 and now >= sreset then
   -- the server said its day ends at `reset`: past it, the quota starts again
-  redis.call('HSET', KEYS[2], 'used', 0)
-  redis.call('HDEL', KEYS[2], 'reset')
+  redis.call('HSET', daykey, 'used', 0)
+  redis.call('HDEL', daykey, 'reset')
   sreset = 0
 end
-local limit = tonumber(redis.call('HGET', KEYS[2], 'limit') or ARGV[4])
-local used = tonumber(redis.call('HGET', KEYS[2], 'used') or '0')
+local limit = tonumber(redis.call('HGET', daykey, 'limit') or ARGV[4])
+local used = tonumber(redis.call('HGET', daykey, 'used') or '0')
 if used >= limit then
-  if sreset > 0 then return {0, string.format('%.6f', sreset), 'daily'} end
-  return {0, ARGV[6], 'daily'}
+  if sreset > 0 then return {0, string.format('%.6f', sreset), 'daily', ''} end
+  -- the next 00:00 UTC of this clock (LeadLex's daily reset)
+  return {0, string.format('%.6f', (math.floor(now / 86400) + 1) * 86400), 'daily', ''}
 end
+local stamp = string.format('%.6f', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now - span))
 local count = redis.call('ZCARD', KEYS[1])
 if count >= per_minute then
   local idx = count - per_minute
   local entry = redis.call('ZRANGE', KEYS[1], idx, idx, 'WITHSCORES')
-  return {0, string.format('%.6f', tonumber(entry[2]) + span), 'minute'}
+  return {0, string.format('%.6f', tonumber(entry[2]) + span), 'minute', ''}
 end
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[7])
-redis.call('PEXPIRE', KEYS[1], ARGV[8])
-redis.call('HINCRBY', KEYS[2], 'used', 1)
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-return {1, ARGV[1], ''}
+local member = day .. ':' .. ARGV[6]
+redis.call('ZADD', KEYS[1], stamp, member)
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('HINCRBY', daykey, 'used', 1)
+redis.call('EXPIRE', daykey, ARGV[5])
+return {1, stamp, '', member}
 """
+)
 
 # Adopt the server's daily count. KEYS: day record. ARGV: server used, limit, server reset
 # ('' = unknown or already past), ttl. Within one server day a count is only ever raised:
@@ -115,6 +165,39 @@ if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'reset', ARGV[3]) end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return used
 """
+
+# A grant's call is about to leave. KEYS: minute log, day-record prefix. ARGV: test clock
+# ('' = Redis TIME), span, per_minute, safety, member, minute log ttl ms.
+# Returns {1, stamp} when the call may go (its entry now says when it really goes), or
+# {0, retry_at} when the grant lapsed and no slot is free: the entry and its day count
+# are given back, and the call must not be made.
+_CONFIRM = (
+    _CLOCK_LUA
+    + """
+local now = clock(ARGV[1])
+local span = tonumber(ARGV[2])
+local member = ARGV[5]
+local score = redis.call('ZSCORE', KEYS[1], member)
+if score and now - tonumber(score) <= tonumber(ARGV[4]) then
+  return {1, score}
+end
+redis.call('ZREM', KEYS[1], member)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now - span))
+local count = redis.call('ZCARD', KEYS[1])
+if count >= tonumber(ARGV[3]) then
+  local daykey = KEYS[2] .. string.sub(member, 1, 8)
+  local used = tonumber(redis.call('HGET', daykey, 'used') or '0')
+  if used > 0 then redis.call('HINCRBY', daykey, 'used', -1) end
+  local idx = count - tonumber(ARGV[3])
+  local entry = redis.call('ZRANGE', KEYS[1], idx, idx, 'WITHSCORES')
+  return {0, string.format('%.6f', tonumber(entry[2]) + span)}
+end
+local stamp = string.format('%.6f', now)
+redis.call('ZADD', KEYS[1], stamp, member)
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return {1, stamp}
+"""
+)
 
 _RELEASE = """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
@@ -136,23 +219,32 @@ redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) - now) + 60)
 return {ARGV[1], ARGV[2]}
 """
 
-_CIRCUIT_OPEN = """
+# KEYS: circuit. ARGV: test clock ('' = Redis TIME), probe interval, reason, detail.
+_CIRCUIT_OPEN = (
+    _CLOCK_LUA
+    + """
+local now = clock(ARGV[1])
 if redis.call('HGET', KEYS[1], 'open') ~= '1' then
-  redis.call('HSET', KEYS[1], 'since', ARGV[1], 'next_probe_at',
-             string.format('%.6f', tonumber(ARGV[1]) + tonumber(ARGV[2])))
+  redis.call('HSET', KEYS[1], 'since', string.format('%.6f', now), 'next_probe_at',
+             string.format('%.6f', now + tonumber(ARGV[2])))
 end
 redis.call('HSET', KEYS[1], 'open', '1', 'reason', ARGV[3], 'detail', ARGV[4])
 return 1
 """
+)
 
-_CIRCUIT_PROBE = """
+# KEYS: circuit. ARGV: test clock ('' = Redis TIME), probe interval.
+_CIRCUIT_PROBE = (
+    _CLOCK_LUA
+    + """
 if redis.call('HGET', KEYS[1], 'open') ~= '1' then return 0 end
-local now = tonumber(ARGV[1])
+local now = clock(ARGV[1])
 local due = tonumber(redis.call('HGET', KEYS[1], 'next_probe_at') or '0')
 if now < due then return 0 end
 redis.call('HSET', KEYS[1], 'next_probe_at', string.format('%.6f', now + tonumber(ARGV[2])))
 return 1
 """
+)
 
 
 def _num(value: float) -> str:
@@ -190,6 +282,15 @@ class Grant:
     token: str = ""
 
 
+class GrantLapsedError(Exception):
+    """A grant's call was about to leave long after the grant (the worker stalled), and the
+    window has no slot now: the call must not be made (it never left; try again later)."""
+
+    def __init__(self, retry_at: float) -> None:
+        super().__init__(f"budget grant lapsed; next slot at {retry_at:.3f}")
+        self.retry_at = retry_at
+
+
 @dataclass(frozen=True)
 class BudgetStatus:
     """A snapshot of the shared budget, for `leadlex-sync status` and metrics."""
@@ -215,7 +316,7 @@ class Budget:
         *,
         window_seconds: float = 60.0,
         safety_seconds: float = 1.0,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if per_minute < 1 or daily_limit < 1:
             raise ValueError("per_minute and daily_limit must be >= 1")
@@ -226,9 +327,10 @@ class Budget:
         self.daily_limit = daily_limit
         self.window = window_seconds
         self.safety = safety_seconds
-        self.clock = clock
+        self.clock = clock  # None: Redis TIME (production); a callable: a test clock
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
+        self._confirm = client.register_script(_CONFIRM)
         self._observe = client.register_script(_OBSERVE)
         self._pause = client.register_script(_PAUSE)
         self._local = threading.local()
@@ -238,23 +340,27 @@ class Budget:
         """The length of the sliding window we enforce: window + safety margin."""
         return self.window + self.safety
 
+    def now(self) -> float:
+        """The budget's clock: Redis TIME (one round trip), or the test clock if given."""
+        return self.clock() if self.clock is not None else redis_time(self.redis)
+
+    def _clock_arg(self) -> str:
+        """What the scripts get as their clock: '' (read TIME inside) or a test reading."""
+        return "" if self.clock is None else _num(self.clock())
+
     # ---- taking and giving back -----------------------------------------------------------
 
     def acquire(self) -> Grant:
         """Take one call from the budget, or say when one will be free (records nothing)."""
-        now = self.clock()
-        day = utc_day(now)
-        token = f"{day}:{uuid.uuid4().hex}"
-        ok, retry_at, reason = self._acquire(
-            keys=[MINUTE_KEY, DAY_KEY.format(day=day), PAUSE_KEY],
+        ok, retry_at, reason, token = self._acquire(
+            keys=[MINUTE_KEY, DAY_PREFIX, PAUSE_KEY],
             args=[
-                _num(now),
+                self._clock_arg(),
                 _num(self.span),
                 self.per_minute,
                 self.daily_limit,
                 DAY_TTL_SECONDS,
-                _num(next_utc_midnight(now)),
-                token,
+                uuid.uuid4().hex,
                 math.ceil(self.span * 1000) + 1000,
             ],
         )
@@ -262,11 +368,43 @@ class Budget:
             ok=bool(int(ok)),
             retry_at=float(_text(retry_at)),
             reason=_text(reason),
-            token=token if int(ok) else "",
+            token=_text(token) if int(ok) else "",
         )
         if grant.ok:
             self._local.last = grant
+            self._local.pending = grant
         return grant
+
+    def confirm(self) -> None:
+        """Call right before this thread's granted call leaves (the LeadLex client does).
+
+        The window log holds when each call was granted; a call that leaves much later (the
+        worker stalled after `acquire()`: a GC pause, a VM freeze, a slow DNS lookup) would
+        land outside the window its grant was counted in, and the fleet could exceed the
+        limit. So a grant older than `safety_seconds` takes a fresh slot at Redis's now, or,
+        when none is free, is given back and `GrantLapsedError` is raised: the call must not
+        be made (it never left; the caller retries later). A fresh grant costs one round
+        trip and changes nothing. Each grant is confirmed once; without one, nothing to do.
+        """
+        grant: Grant | None = getattr(self._local, "pending", None)
+        self._local.pending = None
+        if grant is None or not grant.token:
+            return
+        ok, when = self._confirm(
+            keys=[MINUTE_KEY, DAY_PREFIX],
+            args=[
+                self._clock_arg(),
+                _num(self.span),
+                self.per_minute,
+                _num(self.safety),
+                grant.token,
+                math.ceil(self.span * 1000) + 1000,
+            ],
+        )
+        if not int(ok):
+            if getattr(self._local, "last", None) is grant:
+                self._local.last = None  # given back already: release() must not again
+            raise GrantLapsedError(float(_text(when)))
 
     def release(self, grant: Grant | None = None) -> bool:
         """Give a grant back because its call was never sent; True if it was returned.
@@ -296,7 +434,7 @@ class Budget:
         X-RateLimit-Limit when given (kept for the day) else the configured daily limit.
         Remaining 0 with a Reset pauses every worker until the reset.
         """
-        now = self.clock()
+        now = self.now()
         scope = self._record_remaining(rate, now)
         if rate.remaining == 0 and rate.reset is not None and rate.reset > now:
             self.pause(min(float(rate.reset), now + MAX_PAUSE_SECONDS), scope or "daily")
@@ -328,7 +466,7 @@ class Budget:
         Remaining is 0 (next 00:00 UTC if Reset is missing); else until our minute window
         frees (oldest call in it + window + safety, between now + 1 s and now + window).
         """
-        now = self.clock()
+        now = self.now()
         scope = self._record_remaining(rate, now)
         if rate.retry_after is not None:
             until, reason = now + max(rate.retry_after, 1.0), "retry_after"
@@ -351,7 +489,7 @@ class Budget:
 
         Returns the end of the pause now in force.
         """
-        now = self.clock()
+        now = self.now()
         end, _ = self._pause(keys=[PAUSE_KEY], args=[_num(until), reason, _num(now)])
         return float(_text(end))
 
@@ -359,7 +497,7 @@ class Budget:
         """(until, reason) of the pause in force, or (0.0, "") when not paused."""
         raw = self.redis.hmget(PAUSE_KEY, ["until", "reason"])
         until = float(_text(raw[0]) or 0)
-        if until <= self.clock():
+        if until <= self.now():
             return 0.0, ""
         return until, _text(raw[1])
 
@@ -370,8 +508,8 @@ class Budget:
     # ---- reporting ------------------------------------------------------------------------
 
     def status(self) -> BudgetStatus:
-        """A consistent-enough snapshot of the budget (read-only, one round trip)."""
-        now = self.clock()
+        """A consistent-enough snapshot of the budget (read-only, two round trips)."""
+        now = self.now()
         pipe = self.redis.pipeline(transaction=True)
         pipe.zcount(MINUTE_KEY, f"({_num(now - self.span)}", "+inf")
         pipe.hmget(DAY_KEY.format(day=utc_day(now)), ["used", "limit"])
@@ -412,8 +550,9 @@ class Circuit:
     caller per `probe_interval` across all workers (the first probe comes one interval
     after opening, since the failing call just was one); that caller makes one cheap call
     and `close()`s on success or `open()`s again on failure. The probe schedule lives in
-    the hash (`next_probe_at`, compared with the injected clock) rather than in a
-    `SET NX EX` key, so tests can drive it with a fake clock; the effect is the same.
+    the hash (`next_probe_at`, compared with Redis TIME inside the script, or with a test
+    clock when one is given) rather than in a `SET NX EX` key, so tests can drive it with
+    a fake clock; the effect is the same.
     """
 
     def __init__(
@@ -421,7 +560,7 @@ class Circuit:
         client: redis.Redis,
         *,
         probe_interval: float = 180.0,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if probe_interval <= 0:
             raise ValueError("probe_interval must be > 0")
@@ -435,7 +574,7 @@ class Circuit:
         """Stop delivery everywhere (idempotent; a re-open updates reason and detail)."""
         self._open(
             keys=[CIRCUIT_KEY],
-            args=[_num(self.clock()), _num(self.probe_interval), reason, detail],
+            args=[self._clock_arg(), _num(self.probe_interval), reason, detail],
         )
 
     def close(self) -> None:
@@ -456,5 +595,8 @@ class Circuit:
 
     def probe_due(self) -> bool:
         """True for one caller per probe interval while open; False when closed."""
-        due = self._probe(keys=[CIRCUIT_KEY], args=[_num(self.clock()), _num(self.probe_interval)])
+        due = self._probe(keys=[CIRCUIT_KEY], args=[self._clock_arg(), _num(self.probe_interval)])
         return bool(int(due))
+
+    def _clock_arg(self) -> str:
+        return "" if self.clock is None else _num(self.clock())

@@ -148,6 +148,20 @@ class Settings(BaseModel):
     deletion_policy: Literal["unlink", "ignore"] = Field("unlink", alias="DELETION_POLICY")
     max_retry_age_seconds: int = Field(86_400, alias="MAX_RETRY_AGE_SECONDS", ge=60)
     visibility_timeout_seconds: int = Field(3_600, alias="VISIBILITY_TIMEOUT_SECONDS", ge=5)
+    # ---- promises: notes exactly once or surfaced, fenced flushes, create at most once
+    # Whether LeadLex honours Idempotency-Key on PATCH/POST /v1/contacts (undocumented):
+    # `unknown` (default) settles a write of unknown outcome by reading the contact back;
+    # `honored` (only once you have verified it) re-sends it with the same key instead.
+    leadlex_patch_idempotency: Literal["unknown", "honored"] = Field(
+        "unknown", alias="LEADLEX_PATCH_IDEMPOTENCY"
+    )
+    # Seconds after the client timeout before a write LeadLex never answered is settled
+    # (read back): past this point it is taken that a late apply can no longer land.
+    notes_settle_delay_seconds: float = Field(
+        150.0, alias="NOTES_SETTLE_DELAY_SECONDS", ge=0, le=3600
+    )
+    # promises-lifecycle: event times later than receive time + this are clamped to it.
+    max_clock_skew_seconds: int = Field(300, alias="MAX_CLOCK_SKEW_SECONDS", ge=0, le=86_400)
     log_format: Literal["auto", "json", "console"] = Field("auto", alias="LOG_FORMAT")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
 
@@ -158,7 +172,7 @@ class Settings(BaseModel):
     def _split_lists(cls, value: Any) -> list[str]:
         return _csv(value)
 
-    @field_validator("leadlex_plan", "log_format", mode="before")
+    @field_validator("leadlex_plan", "log_format", "leadlex_patch_idempotency", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -47,6 +48,10 @@ setup_logging.connect(setup_celery_logging, weak=False)
 _runtime: pipeline.Runtime | None = None
 _runtime_pid: int | None = None
 
+# Test seam (see pipeline.Runtime.seam): a test-only Celery app module sets it before the
+# worker builds its Runtime; production never does.
+runtime_seam: Callable[[str, str], None] | None = None
+
 
 def _dispatch_flush(contact: str, countdown: float) -> None:
     flush_contact.apply_async(args=[contact], countdown=countdown or None, queue=QUEUE_FLUSH)
@@ -64,6 +69,7 @@ def build_runtime(settings: Settings, client: redis.Redis | None = None) -> pipe
     """The pipeline's dependencies for this process, from settings (and a Redis client)."""
     api_key = settings.leadlex_api_key.get_secret_value() if settings.leadlex_api_key else ""
     client = client or redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    extra: dict[str, Any] = {"seam": runtime_seam} if runtime_seam is not None else {}
     return pipeline.Runtime(
         settings=settings,
         redis=client,
@@ -74,6 +80,7 @@ def build_runtime(settings: Settings, client: redis.Redis | None = None) -> pipe
         dispatch_flush=_dispatch_flush,
         dispatch_ingest=functools.partial(_dispatch_ingest, client),
         lease_seconds=settings.flush_lease_seconds,
+        **extra,
     )
 
 
@@ -210,10 +217,13 @@ def flush_contact(self: Task, contact: str) -> str:
     send_events="leadlex_sync.pump" not in HOUSEKEEPING_TASKS,
 )
 def pump(self: Task) -> int:
-    """Periodic (beat, every second): dispatch due flushes, probe an open circuit, and
-    enqueue again acknowledged events the broker lost."""
+    """Periodic (beat, every second): dispatch due flushes, probe an open circuit, enqueue
+    again acknowledged events the broker lost, retry parked lookups, and settle creates
+    whose answer was lost."""
     rt = runtime()
     presence.pump_ran(rt.redis)
     dispatched = pipeline.pump(rt)
     pipeline.recover_lost(rt)
+    pipeline.retry_unresolved(rt)
+    pipeline.settle_creates(rt)
     return dispatched

@@ -104,6 +104,7 @@ def worker_env(redis_url: str, sandbox: Sandbox, **overrides: str) -> dict[str, 
             "VISIBILITY_TIMEOUT_SECONDS": "12",
             "FLUSH_LEASE_SECONDS": "4",
             "LEADLEX_TIMEOUT_SECONDS": "3",
+            "NOTES_SETTLE_DELAY_SECONDS": "0.5",
             "CIRCUIT_PROBE_SECONDS": "2",
             "HUBSPOT_CLIENT_SECRET": HUBSPOT_SECRET,
             "PUBLIC_BASE_URL": PUBLIC_BASE,
@@ -126,9 +127,11 @@ class WorkerProcess:
         beat: bool,
         log_dir: Path,
         queues: tuple[str, ...] | None = QUEUES,
+        app: str = "worker",
     ) -> None:
         self.env = env
         self.queues = queues
+        self.app = app
         self.name = name
         self.beat = beat
         self.log_path = log_dir / f"{name}.log"
@@ -137,7 +140,7 @@ class WorkerProcess:
 
     def start(self, timeout: float = 30.0) -> WorkerProcess:
         argv = [
-            venv_bin("celery"), "-A", "worker", "worker",
+            venv_bin("celery"), "-A", self.app, "worker",
             *(["-Q", ",".join(self.queues)] if self.queues is not None else []),
             "-P", "threads", "-c", "4", "-n", f"{self.name}@%h", "-l", "INFO",
             "--without-gossip", "--without-mingle",
@@ -197,6 +200,7 @@ def workers(
         *,
         beat: bool | None = None,
         queues: tuple[str, ...] | None = QUEUES,
+        app: str = "worker",
         **env: str,
     ) -> WorkerProcess:
         """`queues=None` starts the plain `celery -A worker worker` (no -Q)."""
@@ -206,6 +210,7 @@ def workers(
             beat=(not started) if beat is None else beat,
             log_dir=tmp,
             queues=queues,
+            app=app,
         )
         started.append(proc)
         return proc.start()

@@ -155,14 +155,16 @@ def test_merge_moves_the_link_to_the_surviving_record(make_runtime: Any, sandbox
 
 
 def test_deleted_record_stops_syncing_until_restored(make_runtime: Any, sandbox: Sandbox) -> None:
-    """Default deletion policy: unlink and ignore older changes; LeadLex is left untouched."""
+    """Default deletion policy: older changes stop syncing (parked for a restore, the link
+    kept for it); LeadLex is left untouched."""
     cid = sandbox.seed(full_name="Gone Person", email="gone@example.org")
     rt = make_runtime()
     State(rt.redis).set_links([("hubspot", "62515", "18", cid)])
     t = now_ms()
     assert pipeline.ingest(rt, _event("18", {}, kind="delete", ts=t)) == "deleted"
     assert pipeline.ingest(rt, _event("18", {"jobtitle": "Late"}, ts=t - 1000)) == "gone"
-    assert rt.state.resolve_link("hubspot", "62515", "18") is None
+    assert rt.redis.hlen("lls:unlinked:hubspot:18") == 1
+    assert rt.redis.zcard("lls:due") == 0
     assert sandbox.requests() == []
     assert sandbox.contact(cid)["email"] == "gone@example.org"
 

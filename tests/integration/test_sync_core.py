@@ -121,7 +121,8 @@ def test_five_changes_within_a_second_become_one_patch(
 def test_notes_applied_but_connection_dropped_are_appended_once(
     receiver: Any, sandbox: Sandbox, workers: Any, redis_url: str
 ) -> None:
-    """LeadLex applies a notes PATCH and drops the connection; the retry does not append again."""
+    """LeadLex applies a notes PATCH and drops the connection; the note is not sent again, and
+    since LeadLex cannot tell whether it was ours it is surfaced as notes_uncertain."""
     cid = sandbox.seed(full_name="Dorothy Vaughan")
     link(redis_url, "hubspot", "505", cid)
     sandbox.faults(drop_after_apply_rate=1.0)
@@ -130,18 +131,22 @@ def test_notes_applied_but_connection_dropped_are_appended_once(
     wait_for(lambda: any(r.get("dropped") for r in sandbox.patches(cid)), timeout=20)
     sandbox.faults(drop_after_apply_rate=0.0)
     wait_for(lambda: not redis.Redis.from_url(redis_url).zcard("lls:due"), timeout=30)
+    wait_for(lambda: list(DeadLetters(redis.Redis.from_url(redis_url)).iter()), timeout=30)
     notes = sandbox.contact(cid)["notes"]
     assert notes.count("Met at ILTACON") == 1
     assert notes == "[HubSpot] Met at ILTACON"
+    letters = list(DeadLetters(redis.Redis.from_url(redis_url)).iter())
+    assert [d.reason for d in letters] == ["notes_uncertain"]
+    assert letters[0].payload["leadlex_value"] == "[HubSpot] Met at ILTACON"
 
 
 def test_notes_once_when_worker_dies_between_200_and_commit(
     receiver: Any, sandbox: Sandbox, workers: Any, redis_url: str
 ) -> None:
-    """A worker SIGKILLed right after LeadLex's 200 (before committing) causes no second append."""
+    """A worker that dies right after LeadLex's 200 (before committing) causes no second append."""
     cid = sandbox.seed(full_name="Mae Jemison")
     link(redis_url, "hubspot", "506", cid)
-    doomed = workers("doomed", LEADLEX_SYNC_FAULT="crash_after_patch")
+    doomed = workers("doomed", app="tests.integration.crashing_worker")
     post_hubspot(receiver, [hs_change(506, "leadlex_notes", "Asked for a demo", now_ms())])
     wait_for(lambda: doomed.proc.poll() is not None, timeout=20)
     assert len(sandbox.patches(cid)) == 1
@@ -149,6 +154,9 @@ def test_notes_once_when_worker_dies_between_200_and_commit(
     wait_for(lambda: not redis.Redis.from_url(redis_url).zcard("lls:due"), timeout=45)
     assert sandbox.contact(cid)["notes"] == "[HubSpot] Asked for a demo"
     assert all("notes" not in (p["body"] or {}) for p in sandbox.patches(cid)[1:])
+    # notes are write-only in LeadLex: whether the 200 was ours cannot be read back
+    letters = list(DeadLetters(redis.Redis.from_url(redis_url)).iter())
+    assert [d.reason for d in letters] == ["notes_uncertain"]
 
 
 def test_kill9_with_staged_and_inflight_changes_loses_nothing(

@@ -133,13 +133,14 @@ def test_compose_has_every_service_and_sandbox_behind_a_profile() -> None:
 
 
 def test_compose_redis_is_persistent_noeviction_and_health_checked() -> None:
-    """Redis runs with AOF everysec and noeviction, on a named volume, with a ping healthcheck."""
+    """Redis runs with AOF fsynced on every write (appendfsync always) and noeviction, on a
+    named volume, with a ping healthcheck."""
     data = compose()
     redis = data["services"]["redis"]
     assert redis["image"].startswith("redis:7")
     command = " ".join(argv_of(redis["command"]))
     assert "--appendonly yes" in command
-    assert "--appendfsync everysec" in command
+    assert "--appendfsync always" in command
     assert "--maxmemory-policy noeviction" in command
     volume = redis["volumes"][0].split(":")
     assert volume[1] == "/data"

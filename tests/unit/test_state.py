@@ -6,7 +6,7 @@ import time
 
 import redis
 
-from worker.state import State
+from worker.state import Life, State
 
 
 def test_snapshot_keeps_the_newest_value_per_field(redis_client: redis.Redis) -> None:
@@ -24,9 +24,9 @@ def test_prelude_reports_seen_deleted_and_linked_records(redis_client: redis.Red
     """One round trip tells whether an event was seen, its record deleted, and its link."""
     st = State(redis_client)
     st.set_links([("hubspot", "", "9", "contact-9")])
-    st.mark_gone("hubspot:1:9", 500)
-    seen, gone, link, snap = st.prelude("fp3", "hubspot:1:9", 400, {"email": "x@y.co"})
-    assert (seen, gone, link) == (False, 500, "contact-9")
+    assert st.lifecycle("fp-del", "hubspot:1:9", "delete", 500, 60)[0] == "applied"
+    seen, life, link, snap = st.prelude("fp3", "hubspot:1:9", 400, {"email": "x@y.co"})
+    assert (seen, life, link) == (False, Life("deleted", 500), "contact-9")
     assert snap == {}  # a deleted record's older change is not merged
     st.mark_seen("fp3", 60)
     assert st.prelude("fp3", "hubspot:1:9", 400, {"email": "x@y.co"})[0] is True
@@ -47,7 +47,14 @@ def test_staging_refuses_values_older_than_staged_or_applied(redis_client: redis
     assert [s.value for s in st.read_stage("c1")] == ["t3"]
     assert st.seen("f1")
     assert st.seen("f3")
-    st.commit("c1", [(s, "f") for s in st.read_stage("c1")], updated_date="2026-01-01T00:00:00Z")
+    token = st.acquire("c1", 5)
+    assert token is not None
+    st.commit(
+        "c1",
+        [(s, "f") for s in st.read_stage("c1")],
+        token=token,
+        updated_date="2026-01-01T00:00:00Z",
+    )
     assert st.read_stage("c1") == []
     assert st.due_count() == 0
     _, staged, stale = st.stage(
@@ -63,7 +70,7 @@ def test_commit_keeps_a_value_restaged_during_the_flush(redis_client: redis.Redi
     st.stage("c2", [("phone", "+1", 1, {})], due_at=5, fp=None, seen_ttl=60)
     sent = st.read_stage("c2")
     st.stage("c2", [("phone", "+2", 2, {})], due_at=6, fp=None, seen_ttl=60)
-    remaining = st.commit("c2", [(s, "f") for s in sent], next_due=7)
+    remaining = st.commit("c2", [(s, "f") for s in sent], token=_token(st, "c2"), next_due=7)
     assert remaining == 1
     assert [s.value for s in st.read_stage("c2")] == ["+2"]
     assert st.applied("c2")["phone"] == ("+1", 1)
@@ -74,7 +81,7 @@ def test_notes_commit_records_the_crm_text_per_record(redis_client: redis.Redis)
     """Committing a staged notes entry records that record's CRM text as appended."""
     st = State(redis_client)
     st.stage("c3", [("notes|hubspot:1:9", "Met at ILTACON", 5, {})], due_at=1, fp=None, seen_ttl=60)
-    st.commit("c3", [(s, "n") for s in st.read_stage("c3")])
+    st.commit("c3", [(s, "n") for s in st.read_stage("c3")], token=_token(st, "c3"))
     assert st.notes_appended("c3") == {"hubspot:1:9": "Met at ILTACON"}
 
 
@@ -107,13 +114,70 @@ def test_claim_due_serves_oldest_first_and_respects_leases(redis_client: redis.R
     assert st.claim_due(now=50, lease_seconds=60, limit=5) == []
 
 
-def test_lock_is_exclusive_and_only_the_owner_unlocks(redis_client: redis.Redis) -> None:
-    """One flush at a time per contact; a stale token cannot release another's lock."""
-    st = State(redis_client)
-    token = st.lock("c4", 5)
+def _token(st: State, contact: str) -> int:
+    token = st.acquire(contact, 5)
     assert token is not None
-    assert st.lock("c4", 5) is None
-    st.unlock("c4", "not-the-token")
-    assert st.lock("c4", 5) is None
-    st.unlock("c4", token)
-    assert st.lock("c4", 5) is not None
+    return token
+
+
+def test_lease_is_exclusive_and_tokens_increase(redis_client: redis.Redis) -> None:
+    """One flush at a time per contact; each new holder gets a larger token; only the
+    holder releases."""
+    st = State(redis_client)
+    first = st.acquire("c4", 5)
+    assert first is not None
+    assert st.acquire("c4", 5) is None
+    st.release("c4", first + 100)
+    assert st.acquire("c4", 5) is None
+    st.release("c4", first)
+    second = st.acquire("c4", 5)
+    assert second is not None
+    assert second > first
+    assert st.holds("c4", second)
+    assert not st.holds("c4", first)
+
+
+def test_stale_token_cannot_arm_or_commit(redis_client: redis.Redis) -> None:
+    """After a lease lapses and a newer flush takes over, the old token can neither arm a
+    write nor commit; the newer one can."""
+    st = State(redis_client)
+    st.stage("c5", [("phone", "+1", 1, {})], due_at=1, fp=None, seen_ttl=60)
+    old = st.acquire("c5", 0.05)
+    assert old is not None
+    time.sleep(0.1)
+    new = st.acquire("c5", 5)
+    assert new is not None
+    items = [(s, "f") for s in st.read_stage("c5")]
+    assert st.arm("c5", old, {"key": "k-old"}, 5) is False
+    assert st.commit("c5", items, token=old) is None
+    assert st.read_stage("c5") != []
+    assert st.arm("c5", new, {"key": "k-new"}, 5) is True
+    assert st.commit("c5", items, token=new, intent_key="k-new") == 0
+    assert st.read_intent("c5") is None
+
+
+def test_commit_by_intent_key_settles_exactly_once(redis_client: redis.Redis) -> None:
+    """The outcome of a write commits while its intent still carries its key, even from a
+    lapsed token; once the intent is settled, the same commit is refused."""
+    st = State(redis_client)
+    old = _token(st, "c6")
+    assert st.arm("c6", old, {"key": "k1"}, 0.05)
+    time.sleep(0.1)
+    new = st.acquire("c6", 5)
+    assert new is not None
+    assert st.commit("c6", [], token=old, intent_key="k1") == 0
+    assert st.read_intent("c6") is None
+    assert st.commit("c6", [], token=old, intent_key="k1") is None
+
+
+def test_a_failed_attempts_resolution_keeps_the_failure_count(redis_client: redis.Redis) -> None:
+    """Resolving a write that did not land keeps the failure count (MAX_RETRY_AGE still
+    counts from the first failure); a successful commit resets it."""
+    st = State(redis_client)
+    token = _token(st, "c7")
+    st.record_failure("c7", 100.0)
+    assert st.arm("c7", token, {"key": "k7"}, 5)
+    st.commit("c7", [], token=token, intent_key="k7", reset_attempts=False)
+    assert st.attempts("c7") == (1, 100.0)
+    st.commit("c7", [], token=token)
+    assert st.attempts("c7") == (0, 0.0)

@@ -15,8 +15,10 @@ Each `Notification` (at most 100) becomes one `update` ChangeEvent: object_type 
 ignored), object_id = `sf:Id`, changes = every other field as text (`xsi:nil` -> None),
 occurred_at from LastModifiedDate else SystemModstamp, event_id = the notification Id,
 fingerprint("salesforce", org, notification Id) and account = org, where org is the
-18-character form of OrganizationId (one normal form, see worker.salesforce_ids). A
-malformed notification is dead-lettered (`invalid_event`, payload = its XML).
+18-character form of OrganizationId (one normal form, see worker.salesforce_ids);
+whole_record = True (the message carries every selected field, changed or not, so the
+worker stamps a field with LastModifiedDate only when its value changed). A malformed
+notification is dead-lettered (`invalid_event`, payload = its XML).
 
 Answers: HTTP 200 + the exact `Ack` of reference §2.5 once every notification is
 enqueued or dead-lettered. Anything else is a SOAP Fault (`text/xml`): `soapenv:Client`
@@ -212,6 +214,7 @@ def parse_notification(notification: Element, org: str, received_ms: int) -> Cha
         event_id=notification_id,
         changes=changes,
         received_at_ms=received_ms,
+        whole_record=True,  # every field carries LastModifiedDate, changed or not
     )
 
 

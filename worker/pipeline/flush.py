@@ -1,36 +1,35 @@
-"""Flush: send everything staged for one contact as one PATCH, under lock and budget."""
+"""Flush: send everything staged for one contact as one PATCH, under a fenced lease."""
 
 from __future__ import annotations
 
+import json
 import logging
-import os
+import uuid
 from typing import Any
 
-from worker.leadlex import (
-    LeadLexError,
-)
+from worker.leadlex import LeadLexError
 from worker.mapping import map_record, notes_delta
 from worker.pipeline.failures import on_error
-from worker.pipeline.runtime import FlushOutcome, Runtime, park
+from worker.pipeline.runtime import FlushOutcome, Runtime, flush_lease_seconds, park
+from worker.pipeline.send import send
 from worker.pipeline.settle import settle_intent
 from worker.state import NOTES_PREFIX, Staged
 
 log = logging.getLogger("leadlex_sync.worker")
 
-_FAULT = os.environ.get("LEADLEX_SYNC_FAULT", "")
+DLQ_NOTES = "dlq:"  # staged notes replayed from the dead-letter store: appended verbatim
 
 
 def flush(rt: Runtime, contact: str) -> FlushOutcome:
     """Send everything staged for `contact` as one PATCH, if budget and circuit allow."""
     st = rt.state
-    # Long enough for a GET and a PATCH at the client timeout; a dead holder frees it soon.
-    token = st.lock(contact, rt.settings.leadlex_timeout_seconds * 3 + 5)
+    token = st.acquire(contact, flush_lease_seconds(rt))
     if token is None:
         return FlushOutcome("locked")
     try:
-        out = _flush_locked(rt, contact)
+        out = _flush_held(rt, contact, token)
     finally:
-        st.unlock(contact, token)
+        st.release(contact, token)
     log.info(
         "flush",
         extra={
@@ -41,13 +40,14 @@ def flush(rt: Runtime, contact: str) -> FlushOutcome:
             "leadlex_request_id": out.request_id,
             "events_coalesced": out.coalesced,
             "attempt": st.attempts(contact)[0],
+            "fence_token": token,
         },
     )
     rt.metrics.incr("flushes", outcome=out.outcome)
     return out
 
 
-def _flush_locked(rt: Runtime, contact: str) -> FlushOutcome:
+def _flush_held(rt: Runtime, contact: str, token: int) -> FlushOutcome:
     st = rt.state
     now = rt.clock()
     circuit = rt.circuit.state()
@@ -56,15 +56,19 @@ def _flush_locked(rt: Runtime, contact: str) -> FlushOutcome:
         return FlushOutcome("circuit_open")
 
     intent = st.read_intent(contact)
+    if intent is not None and "key" not in intent:
+        intent = _upgraded(intent)  # written by a version before Idempotency-Keys
+        if not st.arm(contact, token, intent, flush_lease_seconds(rt)):
+            return FlushOutcome("fenced")
     if intent is not None:
-        settled = settle_intent(rt, contact, intent)
+        settled = settle_intent(rt, contact, token, intent)
         if settled is not None:
             return settled
 
     staged = st.read_stage(contact)
     if not staged:
-        st.commit(contact, [])
-        return FlushOutcome("empty")
+        left = st.commit(contact, [], token=token)
+        return FlushOutcome("empty" if left is not None else "fenced")
     fixes = _recompose(rt, staged)
     if fixes:
         st.stage(contact, fixes, due_at=now, fp=None, seen_ttl=1)
@@ -78,9 +82,12 @@ def _flush_locked(rt: Runtime, contact: str) -> FlushOutcome:
     for s in sorted(staged, key=lambda s: s.field):
         if s.field.startswith(NOTES_PREFIX):
             record = s.field[len(NOTES_PREFIX) :]
-            source = record.split(":", 1)[0]
-            prefix = rt.mapping.notes_prefix(source, str(s.origin.get("t", "contact")))
-            delta = notes_delta(appended.get(record), s.value, prefix)
+            if record.startswith(DLQ_NOTES):
+                delta = s.value.strip() if appended.get(record) != s.value else None
+            else:
+                source = record.split(":", 1)[0]
+                prefix = rt.mapping.notes_prefix(source, str(s.origin.get("t", "contact")))
+                delta = notes_delta(appended.get(record), s.value, prefix)
             if delta:
                 note_parts.append(delta)
             items.append((s, "n"))
@@ -94,48 +101,39 @@ def _flush_locked(rt: Runtime, contact: str) -> FlushOutcome:
     coalesced = len({json_origin(s) for s in staged})
 
     if not body:
-        st.commit(contact, items)
-        return FlushOutcome("noop", coalesced=coalesced)
+        left = st.commit(contact, items, token=token)
+        return FlushOutcome("noop" if left is not None else "fenced", coalesced=coalesced)
 
     grant = rt.budget.acquire()
     if not grant.ok:
         park(rt, contact, grant.retry_at, grant.reason or "budget")
         return FlushOutcome("parked_" + (grant.reason or "budget"), list(body))
 
-    updated_before = str(applied.get("_updated", ""))
-    if "notes" in body and not updated_before:
-        known = _read_updated_date(rt, contact)
-        if isinstance(known, FlushOutcome):
-            return known
-        updated_before = known
+    baseline = ""
+    if "notes" in body and rt.settings.leadlex_patch_idempotency != "honored":
+        # The baseline a settle compares with is read here, inside this lease, right before
+        # the write: never older than the attempt it may have to settle.
+        read = _read_baseline(rt, contact, token, staged)
+        if isinstance(read, FlushOutcome):
+            return read
+        baseline = read
         grant = rt.budget.acquire()
         if not grant.ok:
             park(rt, contact, grant.retry_at, grant.reason or "budget")
             return FlushOutcome("parked_" + (grant.reason or "budget"), list(body))
 
-    st.write_intent(
-        contact,
-        {
-            "notes": body.get("notes", ""),
-            "items": [[s.field, s.raw, kind] for s, kind in items],
-            "sent_at": rt.clock(),
-            "updated_before": updated_before,
-        },
-    )
-    try:
-        resp = rt.client.update_contact(contact, body)
-    except LeadLexError as err:
-        if err.status is None and not err.maybe_applied:
-            rt.budget.release(grant)  # never reached LeadLex: give the call back
-        return on_error(rt, contact, err, staged, items, list(body))
-    if _FAULT == "crash_after_patch":
-        os._exit(137)
-
-    rt.budget.observe(resp.rate)
-    updated = str((resp.data or {}).get("updated_date") or "")
-    st.commit(contact, items, updated_date=updated)
-    _observe_latency(rt, staged)
-    return FlushOutcome("sent", sorted(body), resp.status, resp.request_id, coalesced=coalesced)
+    intent = {
+        "key": str(uuid.uuid4()),
+        "body": body,
+        "notes": body.get("notes", ""),
+        "items": [[s.field, s.raw, kind] for s, kind in items],
+        "baseline": baseline,
+        "sent_at": rt.clock(),
+        "token": token,
+        "attempt": 1,
+        "coalesced": coalesced,
+    }
+    return send(rt, contact, token, intent, grant)
 
 
 def _recompose(rt: Runtime, staged: list[Staged]) -> list[tuple[str, str, int, dict[str, Any]]]:
@@ -167,29 +165,39 @@ def _recompose(rt: Runtime, staged: list[Staged]) -> list[tuple[str, str, int, d
     return fixes
 
 
-def _read_updated_date(rt: Runtime, contact: str) -> str | FlushOutcome:
+def _read_baseline(
+    rt: Runtime, contact: str, token: int, staged: list[Staged]
+) -> str | FlushOutcome:
     """GET the contact's current updated_date (the budget grant was already taken)."""
     try:
         resp = rt.client.get_contact(contact)
     except LeadLexError as err:
-        return on_error(rt, contact, err, rt.state.read_stage(contact), [], [])
+        return on_error(rt, contact, token, err, None, staged)
     rt.budget.observe(resp.rate)
-    updated = str((resp.data or {}).get("updated_date") or "")
-    rt.state.set_updated(contact, updated)
-    return updated
+    return str((resp.data or {}).get("updated_date") or "")
+
+
+def _upgraded(old: dict[str, Any]) -> dict[str, Any]:
+    """An intent stored by an older version (no key, no body) in today's shape: its PATCH
+    carried no Idempotency-Key, so it gets a new one; its baseline is the updated_date it
+    knew (maybe stale: a settle then surfaces the note rather than assume it applied)."""
+    body: dict[str, str] = {}
+    for field, raw, kind in old.get("items", []):
+        if kind == "f":
+            body[field] = json.loads(raw)[0]
+    if old.get("notes"):
+        body["notes"] = str(old["notes"])
+    return {
+        "key": str(uuid.uuid4()),
+        "body": body,
+        "notes": str(old.get("notes") or ""),
+        "items": old.get("items", []),
+        "baseline": str(old.get("updated_before") or ""),
+        "sent_at": float(old.get("sent_at") or 0),
+        "attempt": 1,
+    }
 
 
 def json_origin(s: Staged) -> str:
     """Identity of the event a staged value came from (record + CRM time)."""
     return f"{s.origin.get('r', '')}@{s.origin.get('o', s.ts_ms)}"
-
-
-def _observe_latency(rt: Runtime, staged: list[Staged]) -> None:
-    now = rt.clock()
-    pipe = rt.redis.pipeline(transaction=False)
-    for s in staged:
-        source = str(s.origin.get("r", "")).split(":", 1)[0] or "unknown"
-        rt.metrics.observe(
-            "sync_latency_seconds", max(0.0, now - s.ts_ms / 1000), pipe=pipe, source=source
-        )
-    pipe.execute()

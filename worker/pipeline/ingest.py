@@ -1,4 +1,11 @@
-"""Ingest: take one ChangeEvent into the sync state (dedupe, order, map, resolve, stage)."""
+"""Ingest: take one ChangeEvent into the sync state (dedupe, order, map, resolve, stage).
+
+Order: the event's time is first clamped (`clamp_future`: no later than receive time +
+MAX_CLOCK_SKEW_SECONDS); lifecycle events go to worker.pipeline.lifecycle; field values
+merge into the record's snapshot per field by CRM time (equal times: the tie rule, see
+worker.state; whole-record events stamp only the fields whose value changed), and only the
+fields this event set are mapped and staged.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,11 @@ import functools
 import logging
 from typing import Any
 
-from worker.events import ChangeEvent
+from worker.events import ChangeEvent, clamp_future
 from worker.mapping import map_record
 from worker.metrics import Metrics
+from worker.pipeline.lifecycle import LIFECYCLE_KINDS, apply_lifecycle
+from worker.pipeline.linking import replay_parked
 from worker.pipeline.resolve import resolve
 from worker.pipeline.runtime import Runtime
 from worker.state import NOTES_PREFIX
@@ -22,57 +31,76 @@ INBOX_GRACE_SECONDS = 30.0
 def ingest(rt: Runtime, event: ChangeEvent) -> str:
     """Take one event into the sync state; returns the outcome (for logs and tests)."""
     st = rt.state
+    event, future_ms = clamp_future(
+        event, int(rt.clock() * 1000), rt.settings.max_clock_skew_seconds * 1000
+    )
+    if event.kind in LIFECYCLE_KINDS:
+        outcome = apply_lifecycle(rt, event)
+        if future_ms and outcome != "duplicate":
+            _report_clamp(rt, event, future_ms)
+        return outcome
     record = event.record_key
     with_values = event.kind in ("update", "create") and bool(event.changes)
-    seen, gone, link, snapshot = st.prelude(
-        event.fingerprint, record, event.occurred_at_ms, event.changes if with_values else None
+    seen, life, link, snapshot = st.prelude(
+        event.fingerprint,
+        record,
+        event.occurred_at_ms,
+        event.changes if with_values else None,
+        whole_record=event.whole_record,
     )
     if seen:
         rt.metrics.incr("events_deduped", source=event.source)
         return "duplicate"
+    if future_ms:
+        _report_clamp(rt, event, future_ms)
     ttl = rt.settings.dedupe_ttl_seconds
 
-    if event.kind in ("delete", "privacy_delete"):
-        if rt.settings.deletion_policy == "unlink":
-            st.mark_gone(record, event.occurred_at_ms)
-            st.remove_links_for_record(event.source, event.account, event.object_id)
-        st.mark_seen(event.fingerprint, ttl)
-        log.info("record deleted in CRM", extra={"record": record, "kind": event.kind})
-        return "deleted"
-    if event.kind == "merge":
-        _merge_links(rt, event)
-        st.mark_seen(event.fingerprint, ttl)
-        return "merged"
-    if event.kind == "restore":
-        st.unmark_gone(record)
-        st.mark_seen(event.fingerprint, ttl)
-        return "restored"
     if not with_values:
         st.mark_seen(event.fingerprint, ttl)
         rt.metrics.incr("events_ignored", source=event.source, kind=event.kind)
         return "ignored"
-    if gone is not None and gone >= event.occurred_at_ms:
-        st.mark_seen(event.fingerprint, ttl)
-        return "gone"
+    if life is not None and life.blocks(event.occurred_at_ms):
+        if life.state == "deleted":
+            # Dated at or before the record's deletion: a restore replays it.
+            if st.park(event.to_dict(), check_link=False) is not None:
+                rt.dispatch_ingest([event.to_dict()])  # restored meanwhile: take it again
+                return "requeued"
+            rt.metrics.incr("events_parked", reason="deleted")
+            return "gone"
+        st.mark_seen(event.fingerprint, ttl)  # erased, or merged into another record
+        rt.metrics.incr("events_ignored", source=event.source, kind=event.kind)
+        log.info("event of an erased or merged record ignored", extra={"record": record})
+        return life.state
 
+    # The fields whose value this event set (or, on a tie, competes for): an unchanged
+    # field of a whole-record event and a field a newer event set are left out. On a tie
+    # the event's own value is mapped and the staging step applies the tie rule to the
+    # LeadLex values, so ties resolve the same way whatever the arrival order.
     current = [
         name
         for name in event.changes
         if name in snapshot and snapshot[name][1] == event.occurred_at_ms
     ]
     stale = len(event.changes) - len(current)
-    result = map_record(rt.mapping, event.source, event.object_type, snapshot, current)
+    view = dict(snapshot)
+    for name in current:
+        view[name] = (event.changes[name], event.occurred_at_ms)
+    result = map_record(rt.mapping, event.source, event.object_type, view, current)
 
-    contact = link or resolve(rt, event, result.leadlex_id, result.email)
+    contact = link
     if contact is None:
-        st.park_unlinked(event.source, event.object_id, event.fingerprint, event.to_dict())
-        rt.metrics.incr("events_parked", reason="unlinked")
-        log.info("event parked: no LeadLex link", extra={"record": record})
-        return "unlinked"
+        contact, retry_at = resolve(rt, event, result.leadlex_id, result.email)
+        if contact is None:
+            contact = st.park(event.to_dict(), check_link=True, retry_at=retry_at)
+        if contact is None:
+            reason = "lookup_pending" if retry_at is not None else "unlinked"
+            rt.metrics.incr("events_parked", reason=reason)
+            log.info("event parked: no LeadLex link", extra={"record": record, "reason": reason})
+            return "unlinked"
 
     for rej in result.rejected:
         # A composed field (full_name) names its parts as "firstname+lastname".
-        parts = {f: snapshot.get(f, (None, 0))[0] for f in rej.crm_field.split("+")}
+        parts = {f: view.get(f, (None, 0))[0] for f in rej.crm_field.split("+")}
         rt.dlq.add(
             rej.reason,
             source=event.source,
@@ -132,27 +160,23 @@ def _replay_event(event: ChangeEvent, changes: dict[str, str | None]) -> dict[st
     return data
 
 
-def _merge_links(rt: Runtime, event: ChangeEvent) -> None:
-    """HubSpot merge: the surviving record inherits a merged record's link if it has none."""
-    st = rt.state
-    target = st.resolve_link(event.source, event.account, event.object_id)
-    for merged in event.merged_ids:
-        contact = st.resolve_link(event.source, event.account, merged)
-        if contact and target is None:
-            st.set_links([(event.source, event.account, event.object_id, contact)])
-            target = contact
-            replay_unlinked(rt, [(event.source, event.object_id)])
-        st.remove_links_for_record(event.source, event.account, merged)
+def _report_clamp(rt: Runtime, event: ChangeEvent, future_ms: int) -> None:
+    """Count and log (once per event: parked and replayed copies carry the clamped time)."""
+    rt.metrics.incr("event_times_clamped", source=event.source)
+    log.warning(
+        "event time from the future clamped to receive time + MAX_CLOCK_SKEW_SECONDS",
+        extra={
+            "record": event.record_key,
+            "event_id": event.event_id,
+            "occurred_at_ms": future_ms,
+            "clamped_to_ms": event.occurred_at_ms,
+        },
+    )
 
 
 def replay_unlinked(rt: Runtime, records: list[tuple[str, str]]) -> int:
-    """Re-enqueue parked events of (source, object_id) records that now have a link."""
-    events: list[dict[str, Any]] = []
-    for source, object_id in records:
-        events.extend(rt.state.take_unlinked(source, object_id))
-    for i in range(0, len(events), 100):
-        rt.dispatch_ingest(events[i : i + 100])
-    return len(events)
+    """Re-enqueue parked events of (source, object_id) records (see `replay_parked`)."""
+    return replay_parked(rt, records)
 
 
 def recover_lost(rt: Runtime, limit: int = 500) -> int:

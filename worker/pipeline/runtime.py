@@ -3,32 +3,45 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
 
+from worker.clock import RedisClock
 from worker.deadletter import DeadLetters
 from worker.leadlex import (
     LeadLexClient,
+    LeadLexConnectionError,
     LeadLexError,
     RateInfo,
     RateLimitedError,
 )
 from worker.mapping import MappingConfig
 from worker.metrics import Metrics
-from worker.ratelimit import Budget, Circuit
+from worker.ratelimit import Budget, Circuit, GrantLapsedError
 from worker.settings import Settings
 from worker.state import State
 
 log = logging.getLogger("leadlex_sync.worker")
 
 
+def redis_clock() -> float:
+    """Default of `Runtime.clock`: replaced by a `RedisClock` on the Runtime's Redis."""
+    raise RuntimeError("Runtime.clock was not set up")  # pragma: no cover
+
+
 @dataclass
 class Runtime:
-    """Everything the pipeline needs, built once per worker process (tests build their own)."""
+    """Everything the pipeline needs, built once per worker process (tests build their own).
+
+    `clock` (epoch seconds) decides every time compared across processes: due times, the
+    pump, retry age, parking, the inbox sweep, when a PATCH was sent. By default it is
+    Redis's clock (`worker.clock.RedisClock`), never this machine's; the budget and the
+    circuit read Redis TIME in their own scripts. A test may pass a fake clock instead: the
+    budget and the circuit then use it too (see docs/architecture.md, "One clock").
+    """
 
     settings: Settings
     redis: redis.Redis
@@ -36,8 +49,12 @@ class Runtime:
     client_factory: Callable[[], LeadLexClient]
     dispatch_flush: Callable[[str, float], None] = lambda contact, countdown: None
     dispatch_ingest: Callable[[list[dict[str, Any]]], None] = lambda events: None
-    clock: Callable[[], float] = time.time
+    clock: Callable[[], float] = redis_clock
     lease_seconds: float = 60.0
+    # Test seam: called at named points of a flush ("before_arm": right before the lease
+    # re-check and the PATCH; "after_answer": after LeadLex's 2xx, before the commit) with
+    # (point, contact). Production leaves it a no-op; tests stall or crash there.
+    seam: Callable[[str, str], None] = lambda point, contact: None
     state: State = field(init=False)
     dlq: DeadLetters = field(init=False)
     metrics: Metrics = field(init=False)
@@ -45,6 +62,10 @@ class Runtime:
     circuit: Circuit = field(init=False)
 
     def __post_init__(self) -> None:
+        test_clock: Callable[[], float] | None = self.clock
+        if self.clock is redis_clock:
+            self.clock = RedisClock(self.redis)
+            test_clock = None  # budget and circuit read Redis TIME inside their scripts
         self.state = State(self.redis)
         self.dlq = DeadLetters(self.redis)
         self.metrics = Metrics(self.redis)
@@ -53,19 +74,22 @@ class Runtime:
             self.settings.rate_per_minute,
             self.settings.daily_limit,
             window_seconds=self.settings.leadlex_rate_window_seconds,
-            clock=self.clock,
+            clock=test_clock,
         )
         self.circuit = Circuit(
-            self.redis, probe_interval=self.settings.circuit_probe_seconds, clock=self.clock
+            self.redis, probe_interval=self.settings.circuit_probe_seconds, clock=test_clock
         )
 
     @property
     def client(self) -> LeadLexClient:
-        return cast(LeadLexClient, _CountedClient(self.client_factory(), self.metrics))
+        return cast(LeadLexClient, _CountedClient(self.client_factory(), self.metrics, self.budget))
 
 
 class _CountedClient:
-    """Counts every LeadLex call by method and status in the shared metrics."""
+    """Counts every LeadLex call by method and status in the shared metrics, and confirms
+    the thread's budget grant right before the call leaves (`Budget.confirm`: a grant taken
+    before a stall takes a fresh slot, or the call is not made and fails like one that
+    never left: `LeadLexConnectionError`, code `budget_lapsed`, not maybe applied)."""
 
     METHODS = {
         "update_contact": "PATCH",
@@ -74,9 +98,10 @@ class _CountedClient:
         "create_contact": "POST",
     }
 
-    def __init__(self, client: LeadLexClient, metrics: Metrics) -> None:
+    def __init__(self, client: LeadLexClient, metrics: Metrics, budget: Budget) -> None:
         self._client = client
         self._metrics = metrics
+        self._budget = budget
 
     def __getattr__(self, name: str) -> Any:
         fn = getattr(self._client, name)
@@ -85,6 +110,16 @@ class _CountedClient:
             return fn
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                self._budget.confirm()
+            except GrantLapsedError as lapsed:
+                self._metrics.incr("budget_grants_lapsed")
+                raise LeadLexConnectionError(
+                    f"budget grant lapsed before the call left ({method}); next slot at "
+                    f"{lapsed.retry_at:.3f}",
+                    code="budget_lapsed",
+                    maybe_applied=False,
+                ) from lapsed
             try:
                 resp = fn(*args, **kwargs)
             except LeadLexError as err:
@@ -112,6 +147,22 @@ class FlushOutcome:
 # it said (LeadLex's X-RateLimit-Reset arrives after the refusal; a pause is cleared), and a
 # re-check costs Redis work only, never a LeadLex call.
 _RECHECKED = frozenset({"minute", "daily", "paused", "budget"})
+
+
+def flush_lease_seconds(rt: Runtime) -> float:
+    """How long a flush's fenced lease lives after each (re)arm: longer than one LeadLex call
+    can take with the client's timeouts (connect, write and read phases are each bounded by
+    LEADLEX_TIMEOUT_SECONDS), plus a margin for the Redis steps around it."""
+    return 3 * rt.settings.leadlex_timeout_seconds + 2
+
+
+def settle_due(rt: Runtime, intent: dict[str, Any]) -> float:
+    """When a write of unknown outcome may be settled: once a late apply can no longer land."""
+    return (
+        float(intent.get("sent_at") or 0)
+        + rt.settings.leadlex_timeout_seconds
+        + rt.settings.notes_settle_delay_seconds
+    )
 
 
 def park(rt: Runtime, contact: str, until: float, reason: str) -> None:
