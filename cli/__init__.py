@@ -12,6 +12,7 @@ from cli import (  # noqa: F401 - registers
     hubspot,
     links,
     onboarding,
+    reconcile,
     samples,
     status,
 )

@@ -227,3 +227,22 @@ def pump(self: Task) -> int:
     pipeline.retry_unresolved(rt)
     pipeline.settle_creates(rt)
     return dispatched
+
+
+@app.task(name="leadlex_sync.reconcile", base=_Task, bind=True)
+def reconcile(self: Task) -> int:
+    """Opt-in daily (RECONCILE_DAILY_AT): export LeadLex once and record the drift (gauge
+    `leadlex_sync_drift_fields`, `status`); never repairs by itself. Returns drifted fields."""
+    from worker.onboarding import reconcile as onboarding_reconcile
+    from worker.onboarding.directory import BudgetExhaustedError, ExportRefused
+
+    try:
+        report = onboarding_reconcile.run(runtime())
+    except (ExportRefused, BudgetExhaustedError) as err:
+        log.warning("daily reconcile skipped", extra={"reason": str(err)})
+        return -1
+    log.info(
+        "reconcile done",
+        extra={"drift_fields": len(report.drifts), "compared": report.compared},
+    )
+    return len(report.drifts)
