@@ -6,6 +6,7 @@ The CLI (with dev mode) is the only code that imports from both `webhook_app` an
 """
 
 from cli import (  # noqa: F401 - registers
+    backfill,
     config,
     devmode_cmds,
     dlq,

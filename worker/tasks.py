@@ -39,6 +39,7 @@ from worker.handoff import ingest_message_args, load_events, record_events
 from worker.leadlex import shared_client
 from worker.logs import setup_celery_logging
 from worker.mapping import load_mapping
+from worker.onboarding import backfill
 from worker.settings import Settings, load_settings
 
 log = logging.getLogger("leadlex_sync.worker")
@@ -219,13 +220,14 @@ def flush_contact(self: Task, contact: str) -> str:
 def pump(self: Task) -> int:
     """Periodic (beat, every second): dispatch due flushes, probe an open circuit, enqueue
     again acknowledged events the broker lost, retry parked lookups, and settle creates
-    whose answer was lost."""
+    whose answer was lost, and release queued backfill records (live changes first)."""
     rt = runtime()
     presence.pump_ran(rt.redis)
     dispatched = pipeline.pump(rt)
     pipeline.recover_lost(rt)
     pipeline.retry_unresolved(rt)
     pipeline.settle_creates(rt)
+    backfill.release(rt)  # onboarding (issue 13): only when no live change waits
     return dispatched
 
 

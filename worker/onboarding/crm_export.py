@@ -13,6 +13,7 @@ renamed (`leadlex-sync links match --column ROLE=HEADER`). Roles:
 | mobile      | Mobile Phone Number     | Mobile                                         |
 | company     | Company Name            | Account Name                                   |
 | job_title   | Job Title               | Title                                          |
+| notes       | (none: --column notes=HEADER, used by `backfill --notes` only)           |
 
 Header names are compared case-insensitively with whitespace collapsed; a UTF-8 BOM is
 dropped. `object_id` is required; a row without one is reported invalid. Salesforce
@@ -38,6 +39,7 @@ ROLES: tuple[str, ...] = (
     "mobile",
     "company",
     "job_title",
+    "notes",  # no default header: name it (--column notes=HEADER) to backfill notes
 )
 
 PROFILES: dict[str, dict[str, str]] = {
