@@ -160,6 +160,12 @@ def links_match(
         fail(str(err))
         raise
 
+    if len(contacts) >= directory.EXPORT_LIMIT:
+        click.echo(
+            f"WARNING: LeadLex returned the export's maximum of {directory.EXPORT_LIMIT} "
+            "contacts; rows of contacts beyond it show as unmatched",
+            err=True,
+        )
     linked: dict[str, str] = {}
     linked_to: dict[str, set[str]] = {}
     for src, acct, object_id, leadlex_id in rt.state.iter_links():
