@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from cli import main
 from leadlex_sandbox import SandboxServer
 from leadlex_sandbox.population import crm_export_csv, population
+from worker.events import ChangeEvent, fingerprint
 from worker.settings import Settings
 from worker.state import State
 
@@ -115,6 +116,18 @@ def test_refused_export_falls_back_to_the_paged_list_after_showing_its_cost(
     total = len(pop.leadlex)
     assert f"the paged list costs 3 LeadLex calls for {total} contacts" in asked.output
     assert api_calls(leadlex) == ["GET /v1/contacts/export", "GET /v1/contacts"]
+    waiting = next(k for k, v in pop.expected.items() if v not in ("ambiguous", "unmatched"))
+    parked = ChangeEvent(
+        source="hubspot",
+        account="62515",
+        object_type="contact",
+        object_id=waiting,
+        kind="update",
+        occurred_at_ms=1_780_000_000_000,
+        fingerprint=fingerprint("parked", waiting),
+        changes={"jobtitle": "Partner"},
+    )
+    assert State(redis_client).park(parked.to_dict(), check_link=True) is None
     done = CliRunner().invoke(
         main,
         ["links", "match", str(export), "--source", "hubspot", "--allow-list", "--apply"],
@@ -126,3 +139,5 @@ def test_refused_export_falls_back_to_the_paged_list_after_showing_its_cost(
     for object_id, want in pop.expected.items():
         if want not in ("ambiguous", "unmatched"):
             assert state.resolve_link("hubspot", "", object_id) == want
+    assert "1 parked events replayed" in done.output  # through link_records
+    assert redis_client.hexists("lls:inbox", parked.fingerprint)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from cli.status import onboarding_report
 from leadlex_sandbox import SandboxServer
 from tests.onboarding.conftest import flush_all
 from worker import pipeline
@@ -105,6 +106,8 @@ def test_reconcile_finds_every_seeded_drift_and_nothing_else(
     }
     assert report.compared == 40
     assert reconcile.latest(rt.redis)["fields"] == 6
+    shown = onboarding_report(rt.redis)["drift"]
+    assert (shown["fields"], shown["reasons"]["edited_in_leadlex"]) == (6, 3)  # `status`
 
     staged = reconcile.repair(rt, report)
     assert staged == 4  # edited (3) and never arrived (1); pending and dead letter left alone
