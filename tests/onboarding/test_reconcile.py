@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from cli.status import onboarding_report
 from leadlex_sandbox import SandboxServer
 from tests.onboarding.conftest import flush_all
@@ -135,3 +137,23 @@ def test_explain_orders_the_reasons() -> None:
         explain("phone", "+1 415 200 0001", Evidence(applied={"phone": "+14152000002"}), "US")
         == "never_arrived"
     )
+
+
+def test_daily_reconcile_is_opt_in_and_scheduled_at_the_given_utc_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No beat entry by default; RECONCILE_DAILY_AT=03:15 schedules it then; a bad value names
+    the variable."""
+    from celery.schedules import crontab
+
+    from worker.celery_app import _reconcile_schedule
+    from worker.settings import SettingsError, load_settings
+
+    monkeypatch.delenv("RECONCILE_DAILY_AT", raising=False)
+    assert _reconcile_schedule() == {}
+    monkeypatch.setenv("RECONCILE_DAILY_AT", "03:15")
+    entry = _reconcile_schedule()["reconcile"]
+    assert entry["task"] == "leadlex_sync.reconcile"
+    assert entry["schedule"] == crontab(hour=3, minute=15)
+    with pytest.raises(SettingsError, match="RECONCILE_DAILY_AT"):
+        load_settings({"RECONCILE_DAILY_AT": "25:00"}, env_file=None)
