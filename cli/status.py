@@ -118,11 +118,31 @@ def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
         "notes_uncertain": sum(1 for _ in DeadLetters(client).iter("notes_uncertain")),
         "links": state.count_links(),
         **sources_report(settings, client, now),
+        **onboarding_report(client),
         "warnings": (
             ["Salesforce accepts unauthenticated messages (SALESFORCE_ALLOW_UNAUTHENTICATED)"]
             if settings.salesforce_org_ids and settings.salesforce_token is None
             else []
         ),
+    }
+
+
+def onboarding_report(client: redis.Redis) -> dict[str, Any]:
+    """Onboarding (issue 13): the last reconcile's drift and the backfill queue."""
+    from worker.onboarding.backfill import QUEUE, STATE
+    from worker.onboarding.reconcile import latest
+
+    total, released = client.hmget(STATE, ["total", "released"])
+    drift = latest(client)
+    if drift:
+        drift["at"] = datetime.fromtimestamp(drift["at"], UTC).isoformat(timespec="seconds")
+    return {
+        "drift": drift or None,
+        "backfill": {
+            "total": int(total or 0),
+            "released": int(released or 0),
+            "queued": int(client.llen(QUEUE)),
+        },
     }
 
 
@@ -245,6 +265,18 @@ def status(as_json: bool) -> None:
     )
     for warning in report["warnings"]:
         click.echo(f"WARNING    {warning}")
+    drift, fill = report["drift"], report["backfill"]
+    if drift:
+        reasons = ", ".join(f"{k} {v}" for k, v in drift["reasons"].items() if v) or "none"
+        click.echo(
+            f"drift      {drift['fields']} fields on {drift['contacts']} contacts at the last "
+            f"reconcile ({drift['at']}): {reasons}"
+        )
+    if fill["total"]:
+        click.echo(
+            f"backfill   {fill['released']}/{fill['total']} released, {fill['queued']} queued "
+            "(`leadlex-sync backfill` for the ETA)"
+        )
     if report["notes_uncertain"]:
         click.echo(
             f"notes uncertain {report['notes_uncertain']}: check LeadLex, then "

@@ -78,7 +78,7 @@ def create_app(state: SandboxState) -> Flask:
             answer.raw if answer.raw is not None else json.dumps(answer.body),
             status=answer.status,
             headers=answer.headers,
-            mimetype="application/json",
+            content_type=answer.mimetype,
         )
 
     app.add_url_rule(

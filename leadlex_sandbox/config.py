@@ -94,6 +94,10 @@ class SandboxConfig:
     create_status: int = 201
     duplicate_email: DuplicateEmailPolicy = "reject"  # POST with a known email -> 409
 
+    # --- export (reference §7.8): its own limit per sliding window, on top of the plan's
+    export_per_hour: int = 10
+    export_window_seconds: float = 3_600.0
+
     # --- faults
     latency_ms: int = 0
     error_rate_5xx: float = 0.0  # answer 5xx (without applying) with this probability
@@ -270,6 +274,8 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "require_json_content_type": _bool,
     "create_status": _choice(200, 201),
     "duplicate_email": _choice("reject", "allow"),
+    "export_per_hour": _int(0),
+    "export_window_seconds": _number(0, open_low=True),
     "latency_ms": _int(0, 60_000),
     "error_rate_5xx": _number(0.0, 1.0),
     "error_statuses": _statuses,

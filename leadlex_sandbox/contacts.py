@@ -37,6 +37,7 @@ class Call:
     contact_id: str | None
     idempotency_key: str | None
     now: float
+    query_string: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class Result:
     body: dict[str, Any]
     applied: bool = False
     replayed: bool = False
+    raw: bytes | None = None  # a non-JSON body (the CSV export), sent instead of `body`
+    content_type: str | None = None  # with `raw`
+    headers: dict[str, str] | None = None  # extra answer headers
 
 
 def list_contacts(call: Call) -> Result:

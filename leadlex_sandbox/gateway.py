@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from leadlex_sandbox import contacts
+from leadlex_sandbox import contacts, export
 from leadlex_sandbox.contacts import Call, Result
 from leadlex_sandbox.errors import ApiError, rate_limited, server_error
 from leadlex_sandbox.state import SandboxState
@@ -48,6 +48,10 @@ API_PREFIX = "/functions/v1/api-gateway"
 
 Handler = Callable[[Call], Result]
 _ROUTES: tuple[tuple[re.Pattern[str], dict[str, Handler]], ...] = (
+    (
+        re.compile(r"/v1/contacts/export"),
+        {"GET": export.export_contacts},
+    ),
     (
         re.compile(r"/v1/contacts"),
         {"GET": contacts.list_contacts, "POST": contacts.create_contact},
@@ -61,7 +65,7 @@ _ROUTES: tuple[tuple[re.Pattern[str], dict[str, Handler]], ...] = (
         },
     ),
 )
-_CONTACT_PATH = re.compile(r"/v1/contacts/([^/]+)")
+_CONTACT_PATH = re.compile(r"/v1/contacts/(?!export$)([^/]+)")
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,8 @@ class ApiAnswer:
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False
-    raw: bytes | None = None  # sent instead of the JSON body (non_json_answer_rate)
+    raw: bytes | None = None  # sent instead of the JSON body (non_json_answer_rate, export)
+    mimetype: str = "application/json"
 
 
 def decode_body(raw: bytes) -> tuple[Any, str | None]:
@@ -177,6 +182,7 @@ class Gateway:
                     contact_id=contact_id,
                     idempotency_key=request.idempotency_key,
                     now=now,
+                    query_string=request.query_string,
                 )
                 if self._late(request.method):
                     late = _LateWrite(state, handler, call, entry)
@@ -189,7 +195,7 @@ class Gateway:
             except ApiError as error:
                 result = Result(error.status, error.envelope())
                 retry_after = error.retry_after
-            if counted and (result.status < 400 or config.count_errors):
+            if counted and result.status != 429 and (result.status < 400 or config.count_errors):
                 state.limiter.record(now, config)
             headers = state.limiter.quota(now, config).headers()
             headers["X-Request-ID"] = entry.request_id
@@ -220,6 +226,16 @@ class Gateway:
                 entry.status = result.status
         if garbled:
             return ApiAnswer(result.status, {}, headers, raw=b"OK (applied)")
+        if result.raw is not None:
+            headers.update(result.headers or {})
+            return ApiAnswer(
+                result.status,
+                {},
+                headers,
+                drop,
+                raw=result.raw,
+                mimetype=result.content_type or "application/octet-stream",
+            )
         return ApiAnswer(result.status, result.body, headers, drop)
 
     def _late(self, method: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,6 +36,7 @@ class SandboxState:
         self.log = RequestLog()
         self.ids = RequestIds()
         self.idempotency = IdempotencyCache()
+        self.export_hits: deque[float] = deque()  # times of exports in the export window
         self.late_timers: list[threading.Timer] = []  # writes waiting for late_apply_seconds
         self.rng = random.Random(self.config.seed)
 
@@ -46,6 +48,7 @@ class SandboxState:
             self.late_timers.clear()
             self.store.clear()
             self.limiter.reset()
+            self.export_hits.clear()
             self.log.clear()
             self.idempotency.clear()
             if not keep_config:

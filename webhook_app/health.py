@@ -164,6 +164,20 @@ def live_gauges() -> list[Any]:
             "Queues holding messages that no live worker consumes",
             float(sum(s.stranded for s in queue_states(receiver.redis, QUEUES))),
         ),
+        *drift_gauges(receiver.redis),
+    ]
+
+
+def drift_gauges(client: redis.Redis) -> list[Any]:
+    """Onboarding (issue 13): fields the last reconcile found differing (none before one ran)."""
+    from worker.onboarding.reconcile import latest
+
+    last = latest(client)
+    if not last:
+        return []
+    return [
+        ("drift_fields", "Fields that differed at the last reconcile", float(last["fields"])),
+        ("drift_checked_timestamp_seconds", "When the last reconcile ran", last["at"]),
     ]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 from kombu import Exchange, Queue
 
 from worker.settings import default_redis_url, load_settings
@@ -62,6 +63,24 @@ def _journal_schedule() -> dict[str, dict[str, object]]:
     }
 
 
+def _reconcile_schedule() -> dict[str, dict[str, object]]:
+    """Beat entry of the daily reconcile (onboarding, issue 13), only with RECONCILE_DAILY_AT."""
+    try:
+        settings = load_settings(require_leadlex=False)
+    except Exception:  # noqa: BLE001 - a bad setting is reported properly at worker start-up
+        return {}
+    if settings.reconcile_daily_at == "off":
+        return {}
+    hour, minute = settings.reconcile_daily_at.split(":")
+    return {
+        "reconcile": {
+            "task": "leadlex_sync.reconcile",
+            "schedule": crontab(hour=int(hour), minute=int(minute)),
+            "options": {"expires": 3600},
+        }
+    }
+
+
 app = Celery(
     "leadlex_sync",
     include=["worker.tasks", "pull_sources.hubspot_journal.tasks"],
@@ -102,12 +121,14 @@ app.conf.update(
         "leadlex_sync.pump": {"queue": QUEUE_CONTROL},
         "leadlex_sync.probe_circuit": {"queue": QUEUE_CONTROL},
         "leadlex_sync.poll_hubspot_journal": {"queue": QUEUE_CONTROL},
+        "leadlex_sync.reconcile": {"queue": QUEUE_CONTROL},
     },
     task_publish_retry=True,
     task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
     beat_schedule={
         "pump": {"task": "leadlex_sync.pump", "schedule": 1.0, "options": {"expires": 5}},
         **_journal_schedule(),
+        **_reconcile_schedule(),
     },
     timezone="UTC",
     enable_utc=True,

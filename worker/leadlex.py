@@ -40,7 +40,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any, ClassVar
@@ -413,6 +413,57 @@ class LeadLexClient:
             params={"search": query, "per_page": per_page},
             list_key="contacts",
         )
+
+    def list_contacts(self, *, page: int = 1, per_page: int = 100) -> LeadLexResponse:
+        """GET /v1/contacts?page=&per_page= (oldest first); `data.contacts`, `meta.total`."""
+        if not 1 <= per_page <= 100:
+            raise ValueError("per_page must be between 1 and 100")
+        return self._call(
+            "GET",
+            "/v1/contacts",
+            params={"page": page, "per_page": per_page, "sort": "created_at"},
+            list_key="contacts",
+        )
+
+    def export_contacts(
+        self, *, fields: Sequence[str] | None = None, limit: int = 50_000
+    ) -> LeadLexResponse:
+        """GET /v1/contacts/export (CSV, at most 50,000 rows, 10 calls an hour per workspace).
+
+        The CSV text is `data["csv"]`. A 2xx that is not CSV is an UnexpectedResponseError."""
+        if not 1 <= limit <= 50_000:
+            raise ValueError("limit must be between 1 and 50000")
+        params: dict[str, Any] = {"limit": limit}
+        if fields:
+            params["fields"] = ",".join(fields)
+        try:
+            response = self._http.get(
+                "/v1/contacts/export", params=params, headers={"Accept": "text/csv"}
+            )
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, "GET", "/v1/contacts/export") from (
+                None if self._leaks(exc) else exc
+            )
+        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if 200 <= response.status_code < 300 and kind == "text/csv":
+            rate = RateInfo.from_headers(response.headers, now=self._clock())
+            self.last_rate = rate
+            return LeadLexResponse(
+                response.status_code,
+                {"csv": response.text},
+                rate,
+                response.headers.get("x-request-id", ""),
+            )
+        if 200 <= response.status_code < 300:
+            raise UnexpectedResponseError(
+                f"{response.status_code} export answer is not CSV ({kind or 'no type'})",
+                status=response.status_code,
+                code="unexpected_body",
+                request_id=response.headers.get("x-request-id", ""),
+                rate=RateInfo.from_headers(response.headers, now=self._clock()),
+                maybe_applied=False,
+            )
+        return self._handle("GET", response, "items")
 
     def create_contact(
         self, fields: Mapping[str, Any], *, idempotency_key: str | None = None

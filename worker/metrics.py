@@ -80,6 +80,9 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("source",),
     ),
     "events_replayed": ("Parked events enqueued again (a link appeared, a lookup retry)", ()),
+    # onboarding (issue 13)
+    "drift_repaired": ("Drifted fields staged again by reconcile --repair", ()),
+    "backfill_released": ("Backfill events released into ingest", ()),
 }
 
 OTHER = "other"

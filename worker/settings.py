@@ -136,6 +136,12 @@ class Settings(BaseModel):
     )
     request_read_seconds: float = Field(10.0, alias="REQUEST_READ_SECONDS", gt=0, le=120)
 
+    # ---- onboarding (issue 13): the opt-in daily reconcile, backfill's share of the budget ----
+    reconcile_daily_at: str = Field(
+        "off", alias="RECONCILE_DAILY_AT", pattern=r"^(off|([01]\d|2[0-3]):[0-5]\d)$"
+    )
+    backfill_budget_share: float = Field(0.5, alias="BACKFILL_BUDGET_SHARE", gt=0, le=1)
+
     mapping_file: Path | None = Field(None, alias="MAPPING_FILE")
     coalesce_seconds: float = Field(2.0, alias="COALESCE_SECONDS", ge=0, le=300)
     max_body_bytes: int = Field(1_048_576, alias="MAX_BODY_BYTES", ge=1024)

@@ -39,6 +39,7 @@ from worker.handoff import ingest_message_args, load_events, record_events
 from worker.leadlex import shared_client
 from worker.logs import setup_celery_logging
 from worker.mapping import load_mapping
+from worker.onboarding import backfill
 from worker.settings import Settings, load_settings
 
 log = logging.getLogger("leadlex_sync.worker")
@@ -219,11 +220,31 @@ def flush_contact(self: Task, contact: str) -> str:
 def pump(self: Task) -> int:
     """Periodic (beat, every second): dispatch due flushes, probe an open circuit, enqueue
     again acknowledged events the broker lost, retry parked lookups, and settle creates
-    whose answer was lost."""
+    whose answer was lost, and release queued backfill records (live changes first)."""
     rt = runtime()
     presence.pump_ran(rt.redis)
     dispatched = pipeline.pump(rt)
     pipeline.recover_lost(rt)
     pipeline.retry_unresolved(rt)
     pipeline.settle_creates(rt)
+    backfill.release(rt)  # onboarding (issue 13): only when no live change waits
     return dispatched
+
+
+@app.task(name="leadlex_sync.reconcile", base=_Task, bind=True)
+def reconcile(self: Task) -> int:
+    """Opt-in daily (RECONCILE_DAILY_AT): export LeadLex once and record the drift (gauge
+    `leadlex_sync_drift_fields`, `status`); never repairs by itself. Returns drifted fields."""
+    from worker.onboarding import reconcile as onboarding_reconcile
+    from worker.onboarding.directory import BudgetExhaustedError, ExportRefused
+
+    try:
+        report = onboarding_reconcile.run(runtime())
+    except (ExportRefused, BudgetExhaustedError) as err:
+        log.warning("daily reconcile skipped", extra={"reason": str(err)})
+        return -1
+    log.info(
+        "reconcile done",
+        extra={"drift_fields": len(report.drifts), "compared": report.compared},
+    )
+    return len(report.drifts)

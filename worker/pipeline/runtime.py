@@ -95,6 +95,8 @@ class _CountedClient:
         "update_contact": "PATCH",
         "get_contact": "GET",
         "search_contacts": "GET",
+        "list_contacts": "GET",
+        "export_contacts": "GET",
         "create_contact": "POST",
     }
 
