@@ -1,11 +1,12 @@
 # leadlex-sync: one image for every process (web, worker, beat, flower, sandbox).
 #   docker build -t leadlex-sync .
 #   docker run --env-file .env -p 8000:8000 leadlex-sync            # the receiver
-#   docker run --env-file .env leadlex-sync celery -A worker worker -Q ingest,flush,control
+#   docker run --env-file .env leadlex-sync celery -A worker worker
 # Runtime dependencies only (no test/dev extras); runs as an unprivileged user.
+# Python 3.11: the version CI tests (bootstrap.py / .ci/run), so we ship what we test.
 
 # ---- build: wheels for the project and its dependencies (compilers stay in this stage) ----
-FROM python:3.12-slim AS build
+FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
@@ -15,7 +16,7 @@ COPY . .
 RUN pip wheel --wheel-dir /wheels .
 
 # ---- runtime ----
-FROM python:3.12-slim
+FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \

@@ -2,7 +2,7 @@
 PY ?= python3
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint typecheck unit integration bench fuzz chaos
+.PHONY: help install dev test lint typecheck unit integration bench fuzz chaos procfile
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,3 +36,6 @@ fuzz: ## Longer fuzz session of the endpoints and the mapping (--seconds 300), p
 
 chaos: ## Chaos run on loopback (kills, Redis restart, LeadLex faults), prints JSON; --short for CI
 	$(PY) bootstrap.py chaos
+
+procfile: ## Run the Procfile with honcho, .venv/bin on PATH (no venv activation needed)
+	$(PY) bootstrap.py procfile

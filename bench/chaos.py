@@ -15,6 +15,12 @@ stopped by this script:
   worker 1 stalls one flush in N past its lease right before the PATCH (the test seam
   tests/seams/stalling_worker.py), worker 2's wall clock runs 3 s ahead (tests/seams).
 
+HubSpot's Webhooks Journal takes part too: the HubSpot simulator (`hubspot_sandbox`, in
+this process) records a share of the HubSpot requests (`--journal-share`, default 0.25;
+as many again go both ways), and the product's journal poller (a beat task running on
+the workers, so worker kills kill it mid-batch) reads them; an event recorded in the
+journal counts as acknowledged.
+
 A steady stream of signed HubSpot (v3) and Salesforce (SOAP) webhooks for `--contacts`
 LeadLex contacts (each linked to a HubSpot record, every other one also to a Salesforce
 record, via `leadlex-sync links import`: both CRMs edit the same contacts) carries
@@ -100,7 +106,11 @@ from bench.chaos_truth import (  # noqa: E402
 )
 from bench.chaos_truth import reconcile as reconcile_truth  # noqa: E402
 from cli.devmode import venv_bin  # noqa: E402
+from hubspot_sandbox import HubSpotSandboxConfig, HubSpotSandboxServer  # noqa: E402
+from hubspot_sandbox.model import Change  # noqa: E402
 from tests.seams import clock_offset_env  # noqa: E402
+from worker.celery_app import QUEUE_FLUSH, QUEUE_INGEST, QUEUES  # noqa: E402
+from worker.crm_events.hubspot import change_fingerprint as hubspot_change_fingerprint  # noqa: E402
 from worker.embedded_redis import free_port, redis_answers, redis_argv  # noqa: E402
 from worker.events import fingerprint  # noqa: E402
 
@@ -108,7 +118,8 @@ API_KEY = "wbk_chaos_run_0123456789abcdef"
 THIRD_PARTY_KEY = "wbk_chaos_third_party_0123456789"  # another LeadLex user of the workspace
 HUBSPOT_SECRET = "chaos-hubspot-client-secret"
 PORTAL = 77001
-SF_ORG = "00D5g000004ChAoSEA"
+SF_ORG = "00D5g000004ChAoEAK"  # 18 characters, checksum included
+SF_TOKEN = "chaos-sf-token-Vb7Qx2Lm9Rt4Kp8Wz3Nc"
 SUBSCRIPTION_ID = 3101
 LEADLEX_FIELDS = ("full_name", "email", "phone", "job_title", "company_name")
 HS_PROPS = ("firstname", "lastname", "email", "phone", "jobtitle", "company", "leadlex_notes")
@@ -159,6 +170,7 @@ class Profile:
     coalesce: float = 1.0
     visibility: int = 20
     lease: float = 6.0
+    journal_share: float = 0.25  # HubSpot requests sent via the journal only (as many: both)
     timeout: float = 3.0  # LEADLEX_TIMEOUT_SECONDS of the workers
     honor_idempotency_key: bool = False  # the simulator's knob (LeadLex's behaviour unknown)
     stall_every: int = 25  # worker 1 stalls one flush in this many before its PATCH
@@ -205,7 +217,15 @@ def make_profile(args: argparse.Namespace) -> Profile:
             sender_grace=60,
             drain_seconds=300,
         )
-    for name in ("events", "contacts", "seconds", "rate", "window", "worker_kills"):
+    for name in (
+        "events",
+        "contacts",
+        "seconds",
+        "rate",
+        "window",
+        "worker_kills",
+        "journal_share",
+    ):
         value = getattr(args, name)
         if value is not None:
             setattr(base, name, value)
@@ -658,15 +678,8 @@ class World:
                     "propertyValue": value,
                     "changeSource": "CRM_UI",
                 }
-                fp = fingerprint(
-                    "hubspot",
-                    str(PORTAL),
-                    str(SUBSCRIPTION_ID),
-                    str(self.event_ids),
-                    ts,
-                    "contact.propertyChange",
-                    rec.object_id,
-                    prop,
+                fp = hubspot_change_fingerprint(
+                    str(PORTAL), "contact", "update", rec.object_id, ts, {prop: value}
                 )
                 out.append(self._event(rec, ts, {prop: value}, fp, payload))
             after = dict(rec.values)  # full_name is composed from both parts after the edit
@@ -837,7 +850,7 @@ class Sender:
                 "X-HubSpot-Signature-v3": base64.b64encode(digest).decode(),
                 "X-HubSpot-Request-Timestamp": stamp,
             }
-        return "/webhooks/salesforce", {
+        return f"/webhooks/salesforce?token={SF_TOKEN}", {
             "Content-Type": "text/xml; charset=utf-8",
             "SOAPAction": '""',
         }
@@ -886,14 +899,101 @@ class Sender:
         )
 
 
+class Journal:
+    """HubSpot's Webhooks Journal for the run: the HubSpot simulator (in this process, as
+    the CRM is), read by the product's poller (a beat task on the workers, so worker kills
+    kill it mid-batch). An event recorded in the journal counts as acknowledged: HubSpot
+    holds it, and the product must read it from there."""
+
+    CLIENT_ID = "chaos-journal-client"
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.server = HubSpotSandboxServer(
+            HubSpotSandboxConfig(
+                client_id=self.CLIENT_ID, client_secret=HUBSPOT_SECRET, portal_id=PORTAL
+            )
+        ).start()
+        self.state = self.server.state
+        self.events = 0
+        for sub_type, actions in (
+            ("OBJECT", ["CREATE", "UPDATE", "DELETE", "MERGE", "RESTORE"]),
+            ("GDPR_PRIVACY_DELETION", ["GDPR_DELETE"]),
+        ):
+            self.state.upsert_subscription(
+                {"subscriptionType": sub_type, "objectTypeId": "0-1", "actions": actions}
+            )
+
+    def env(self) -> dict[str, str]:
+        return {
+            "HUBSPOT_JOURNAL": "on",
+            "HUBSPOT_CLIENT_ID": self.CLIENT_ID,
+            "HUBSPOT_API_BASE_URL": self.server.url,
+            "HUBSPOT_JOURNAL_POLL_SECONDS": "1",
+            "HUBSPOT_JOURNAL_START": "earliest",
+            "HUBSPOT_JOURNAL_BATCH_SIZE": "10",
+        }
+
+    def record(self, keys: list[int], sender: Sender) -> None:
+        changes = []
+        for key in keys:
+            event = self.world.events[key]
+            rec = self.world.records[event.record]
+            changes.append(
+                Change(PORTAL, int(rec.object_id), "UPDATE", event.ts, dict(event.fields))
+            )
+        self.state.record(changes)
+        self.events += len(keys)
+        with sender.cond:
+            for key in keys:
+                self.world.events[key].delivered += 1
+                self.world.events[key].acked = True
+
+    def caught_up(self, url: str) -> bool:
+        """The poller's stored offset is the newest journal entry."""
+        with self.state.lock:
+            newest = self.state.entries[-1].offset if self.state.entries else None
+        if newest is None:
+            return True
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        try:
+            stored = client.hget("lls:journal:hubspot:global", "offset")
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+        return stored is not None and stored.decode() == newest
+
+    def stats(self) -> dict[str, Any]:
+        with self.state.lock:
+            stats = dict(self.state.stats)
+        return {
+            "events_recorded": self.events,
+            "entries": stats.get("journal_entries", 0),
+            "downloads": stats.get("downloads", 0),
+            "tokens_issued": stats.get("tokens_issued", 0),
+        }
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
 class Stream:
     """Releases generated events into requests at a steady rate, out of order, with dups."""
 
-    def __init__(self, world: World, sender: Sender, rng: random.Random, prof: Profile) -> None:
+    def __init__(
+        self,
+        world: World,
+        sender: Sender,
+        rng: random.Random,
+        prof: Profile,
+        journal: Journal | None = None,
+    ) -> None:
         self.world = world
         self.sender = sender
         self.rng = rng
         self.prof = prof
+        self.journal = journal
         self.pending: list[tuple[float, int, int, int]] = []  # (release_at, seq, key, attempt)
         self.seq = 0
         self.stats: Counter[str] = Counter()
@@ -936,6 +1036,14 @@ class Stream:
 
     def _request(self, source: str, items: list[tuple[int, int]]) -> None:
         events = self.world.events
+        if source == "hubspot" and self.journal is not None:
+            roll = self.rng.random()
+            if roll < 2 * self.prof.journal_share:  # recorded in HubSpot's journal
+                self.journal.record([k for k, _ in items], self.sender)
+                self.stats["journal_requests"] += 1
+                if roll < self.prof.journal_share:  # ... and not pushed as a webhook
+                    self.stats["journal_only_requests"] += 1
+                    return
         if source == "hubspot":
             body = json.dumps(
                 [dict(events[k].payload, attemptNumber=a) for k, a in items],
@@ -1107,7 +1215,7 @@ class Workers:
             app,
             "worker",
             "-Q",
-            "ingest,flush,control",
+            ",".join(QUEUES),
             "-P",
             "threads",
             "-c",
@@ -1361,8 +1469,8 @@ def backlog(client: redis.Redis) -> dict[str, int]:
     unacked = client.hvals("unacked")
     return {
         "due": int(client.zcard("lls:due")),
-        "ingest_queue": int(client.llen("ingest")),
-        "flush_queue": int(client.llen("flush")),
+        "ingest_queue": int(client.llen(QUEUE_INGEST)),
+        "flush_queue": int(client.llen(QUEUE_FLUSH)),
         "unacked_ingest": sum(1 for m in unacked if b"leadlex_sync.ingest_batch" in m),
         "intents": sum(1 for _ in client.scan_iter(match="lls:intent:*", count=1000)),
         "staged": sum(1 for _ in client.scan_iter(match="lls:stage:*", count=1000)),
@@ -1601,6 +1709,7 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
     sim.ready()
     contact_ids = sim.seed(prof.contacts)
     world = World(random.Random(prof.seed + 1), prof.contacts)
+    journal = Journal(world) if prof.journal_share > 0 else None
 
     web_port = free_port()
     public_base = f"http://127.0.0.1:{web_port}"
@@ -1609,6 +1718,7 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
         "HUBSPOT_CLIENT_SECRET": HUBSPOT_SECRET,
         "PUBLIC_BASE_URL": public_base,
         "SALESFORCE_ORG_IDS": SF_ORG,
+        "SALESFORCE_TOKEN": SF_TOKEN,
         "VISIBILITY_TIMEOUT_SECONDS": str(prof.visibility),
         "LOG_FORMAT": "json",
     }
@@ -1629,6 +1739,7 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
             "FLUSH_LEASE_SECONDS": str(prof.lease),
             "CIRCUIT_PROBE_SECONDS": "2",
             "LOG_LEVEL": "INFO",
+            **(journal.env() if journal is not None else {}),
         }
     )
     link_contacts(world, contact_ids, child_env(common), workdir)
@@ -1673,7 +1784,7 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
 
     # ---- Salesforce's first message per record, before the stream (see World) ---------------
     sender = Sender(world, public_base, public_base, random.Random(prof.seed + 2))
-    stream = Stream(world, sender, random.Random(prof.seed + 3), prof)
+    stream = Stream(world, sender, random.Random(prof.seed + 3), prof, journal)
     t_base = time.time()
     base = world.baseline()
     for i in range(0, len(base), 5):
@@ -1730,6 +1841,10 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
         f"{sum(1 for e in world.events if e.acked)} acked; draining"
     )
     t_drain = time.time()
+    if journal is not None:  # the poller must have read every entry before the drain counts
+        # Not caught up in time: reported below as acknowledged events not taken in.
+        with contextlib.suppress(HarnessError):
+            wait_until(lambda: journal.caught_up(rds.url), prof.drain_seconds, "journal", 0.5)
     drained, left, _ = drain(rds.url, prof.drain_seconds)
     timings["drain_s"] = time.time() - t_drain
     workers.stop_supervising()
@@ -1739,6 +1854,8 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
         prof, world, contact_ids, sim, rds.url, chaos, child_env(common), workdir
     )
     timings["reconcile_s"] = time.time() - t_rec
+    if journal is not None:
+        journal.stop()
     for error in chaos.errors:
         violations.append({"check": "fault_injection_failed", "error": error})
     for rejection in sender.rejections:
@@ -1791,6 +1908,16 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
             "batches_resent": sender.stats["batches_resent"],
             "answers": dict(sorted(sender.statuses.items())),
         },
+        "journal": (
+            {
+                **journal.stats(),
+                "requests": stream.stats["journal_requests"],
+                "journal_only_requests": stream.stats["journal_only_requests"],
+                "share": prof.journal_share,
+            }
+            if journal is not None
+            else None
+        ),
         "faults": chaos.log,
         "third_party": dict(sorted(third.stats.items())),
         # Exits nobody caused (restarted like a supervisor would): findings, not violations.
@@ -1816,6 +1943,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=int, help="per-window call limit (default 60; short 30)")
     parser.add_argument("--window", type=float, help="rate window in seconds (default 10)")
     parser.add_argument("--worker-kills", type=int, help="worker SIGKILLs (default 4; short 1)")
+    parser.add_argument(
+        "--journal-share",
+        type=float,
+        help="share of HubSpot requests sent via the Webhooks Journal only (as many more go "
+        "both ways; default 0.25, 0 = webhooks only)",
+    )
     parser.add_argument("--workdir", type=Path, help="where logs and Redis data go")
     parser.add_argument("--keep", action="store_true", help="keep the workdir even on success")
     parser.add_argument("--out", type=Path, help="also write the JSON summary here")

@@ -1,6 +1,6 @@
 """A longer fuzz session: the three webhook endpoints and the mapping functions. Prints JSON.
 
-    .venv/bin/python bench/fuzz.py [--seconds 300] [--redis-url redis://127.0.0.1:6379/8]
+    .venv/bin/python bench/fuzz.py [--seconds 300] [--redis-url URL]
 
 Hypothesis drives every target, run in chunks of `--chunk` examples with a new seed
 each, until the target's share of `--seconds` is spent (stops by itself; a chunk that
@@ -57,6 +57,7 @@ from tests.receiver.senders import hubspot_event, ingest_batches, make_settings 
 from webhook_app import create_app  # noqa: E402
 from webhook_app.intake import EXTENSION  # noqa: E402
 from worker import pipeline  # noqa: E402
+from worker.celery_app import QUEUE_INGEST  # noqa: E402
 from worker.events import KINDS, ChangeEvent  # noqa: E402
 from worker.mapping import (  # noqa: E402
     LEADLEX_FIELDS,
@@ -305,10 +306,10 @@ class Endpoints:
 
     def after_request(self) -> None:
         """Accepted events are valid ChangeEvents that ingest takes; the queue is emptied."""
-        if not self.redis.llen("ingest"):
+        if not self.redis.llen(QUEUE_INGEST):
             return
         batches = ingest_batches(self.redis)
-        self.redis.delete("ingest")
+        self.redis.delete(QUEUE_INGEST)
         for batch in batches:
             for raw in batch:
                 event = ChangeEvent.from_dict(raw)
@@ -801,7 +802,9 @@ WEIGHTS = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=300.0, help="whole session (default 300)")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/8")
+    parser.add_argument(
+        "--redis-url", default=None, help="an empty database (default: a private redis-server)"
+    )
     parser.add_argument("--flush", action="store_true", help="empty a non-empty database first")
     parser.add_argument("--targets", default=",".join(WEIGHTS), help="comma-separated subset")
     parser.add_argument("--chunk", type=int, default=300, help="examples per Hypothesis run")
@@ -818,6 +821,26 @@ def main(argv: list[str] | None = None) -> int:
 
     needs_redis = any(t in ("hubspot", "salesforce", "generic") for t in chosen)
     ep: Endpoints | None = None
+    private = None
+    if needs_redis and args.redis_url is None:
+        from worker.embedded_redis import RedisServer
+
+        private = RedisServer(appendonly=False).start()
+        args.redis_url = private.url
+    try:
+        return _session(args, chosen, base_seed, needs_redis, ep)
+    finally:
+        if private is not None:
+            private.cleanup()
+
+
+def _session(
+    args: argparse.Namespace,
+    chosen: list[str],
+    base_seed: int,
+    needs_redis: bool,
+    ep: Endpoints | None,
+) -> int:
     if needs_redis:
         client = redis.Redis.from_url(args.redis_url)
         try:

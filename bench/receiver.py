@@ -1,9 +1,10 @@
 """Receiver throughput and latency under gunicorn, against a bare WSGI app as the yardstick.
 
-    .venv/bin/python bench/receiver.py --redis-url redis://127.0.0.1:6379/12
+    .venv/bin/python bench/receiver.py [--redis-url URL]
 
-Starts gunicorn on 127.0.0.1 (same settings for both apps: `--workers`, gthread with
-`--threads`, keep-alive), drives it from this process with a small non-blocking
+Starts gunicorn on 127.0.0.1 (same settings for both apps: `--workers`, `--worker-class`
+(default: the shipped webhook_app.serving.BufferingWorker; `gthread` for the former shape)
+with `--threads`, keep-alive), drives it from this process with a small non-blocking
 raw-socket load generator (`--connections` keep-alive connections, bounded by
 `--seconds` per phase), and prints one JSON object:
 
@@ -14,8 +15,9 @@ raw-socket load generator (`--connections` keep-alive connections, bounded by
 - ratio: singles requests/s / hello requests/s.
 
 Targets: ratio >= 0.5, >= 5,000 events/s in batches, p99 < 25 ms at half max.
-Traffic goes to 127.0.0.1 only. The Redis database must be empty at the start (the
-receiver enqueues real Celery messages there); it is flushed at the end.
+Traffic goes to 127.0.0.1 only. Redis: a private redis-server this script starts and stops,
+unless --redis-url names one; that database must be empty at the start (the receiver
+enqueues real Celery messages there) and is flushed at the end.
 """
 
 from __future__ import annotations
@@ -216,7 +218,7 @@ def gunicorn(
         str(Path(sys.executable).parent / "gunicorn"),
         "--bind", f"{HOST}:{port}",
         "--workers", str(args.workers),
-        "--worker-class", "gthread",
+        "--worker-class", args.worker_class,
         "--threads", str(args.threads),
         "--keep-alive", "5",
         "--log-level", "warning",
@@ -250,22 +252,46 @@ def gunicorn(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
+    parser.add_argument(
+        "--redis-url", default=None, help="an empty database (default: a private redis-server)"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument(
+        "--worker-class", default="webhook_app.serving.BufferingWorker", help="or gthread"
+    )
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5.0, help="per phase")
     args = parser.parse_args(argv)
 
     import redis
 
-    client = redis.Redis.from_url(args.redis_url)
+    sys.path.insert(0, str(ROOT))
+    from worker.embedded_redis import RedisServer
+
+    private = RedisServer(appendonly=False).start() if args.redis_url is None else None
+    if private is not None:
+        args.redis_url = private.url
+    try:
+        return _run(args, redis.Redis.from_url(args.redis_url))
+    finally:
+        if private is not None:
+            private.cleanup()
+
+
+def _run(args: argparse.Namespace, client: Any) -> int:
+    from worker.celery_app import QUEUE_INGEST
+
     if client.dbsize():
         print(f"refusing: {args.redis_url} is not empty (pick an unused db)", file=sys.stderr)
         return 2
 
     result: dict[str, Any] = {
-        "gunicorn": {"workers": args.workers, "worker_class": "gthread", "threads": args.threads},
+        "gunicorn": {
+            "workers": args.workers,
+            "worker_class": args.worker_class,
+            "threads": args.threads,
+        },
         "connections": args.connections,
         "seconds_per_phase": args.seconds,
     }
@@ -287,12 +313,12 @@ def main(argv: list[str] | None = None) -> int:
         with gunicorn("webhook_app:create_app()", args, env, port):
             run_load(port, singles_req, connections=args.connections, seconds=1)  # warm-up
             singles = run_load(port, singles_req, **load)
-            client.delete("ingest")
+            client.delete(QUEUE_INGEST)
             batches = run_load(port, batch_req, **load)
-            client.delete("ingest")
+            client.delete(QUEUE_INGEST)
             half = singles.rps / 2
             paced = run_load(port, singles_req, **load, rate=half)
-            client.delete("ingest")
+            client.delete(QUEUE_INGEST)
 
         result.update(
             {

@@ -134,6 +134,11 @@ def _help_text(script: Path) -> str:
     return out.stdout
 
 
+def _redis_arg(url: str | None) -> list[str]:
+    """`--redis-url URL` when one was given; else each benchmark starts a private server."""
+    return ["--redis-url", url] if url else []
+
+
 def commands(args: argparse.Namespace) -> dict[str, list[str]]:
     """argv of each benchmark to run (chaos only when bench/chaos.py exists)."""
     py = sys.executable
@@ -141,13 +146,12 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
         "receiver": [
             py,
             str(BENCH / "receiver.py"),
-            "--redis-url",
-            args.receiver_redis_url,
+            *_redis_arg(args.receiver_redis_url),
             "--seconds",
             str(args.receiver_seconds),
         ],
-        "worker": [py, str(BENCH / "worker.py"), "--redis-url", args.redis_url],
-        "budget": [py, str(BENCH / "budget.py"), "--redis-url", args.redis_url],
+        "worker": [py, str(BENCH / "worker.py"), *_redis_arg(args.redis_url)],
+        "budget": [py, str(BENCH / "budget.py"), *_redis_arg(args.redis_url)],
     }
     chaos = BENCH / "chaos.py"
     if chaos.exists():
@@ -156,7 +160,7 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
         if not args.full and "--short" in helptext:
             argv.append("--short")
         if "--redis-url" in helptext:
-            argv += ["--redis-url", args.chaos_redis_url]
+            argv += _redis_arg(args.chaos_redis_url)
         cmds["chaos"] = argv
     return cmds
 
@@ -169,15 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="chaos run in full (not --short)")
     parser.add_argument(
         "--receiver-redis-url",
-        default="redis://127.0.0.1:6379/12",
-        help="empty database for bench/receiver.py (it refuses a non-empty one)",
+        default=None,
+        help="empty database for bench/receiver.py (default: its own private redis-server)",
     )
     parser.add_argument(
         "--redis-url",
-        default="redis://127.0.0.1:6379/7",
-        help="database worker.py and budget.py flush and use",
+        default=None,
+        help="database worker.py and budget.py flush and use (default: private servers)",
     )
-    parser.add_argument("--chaos-redis-url", default="redis://127.0.0.1:6379/7")
+    parser.add_argument("--chaos-redis-url", default=None, help="default: chaos.py's own server")
     parser.add_argument("--receiver-seconds", type=float, default=5.0, help="per phase")
     parser.add_argument(
         "--timeout-scale", type=float, default=1.0, help="multiply every benchmark's time limit"

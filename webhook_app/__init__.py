@@ -6,6 +6,7 @@ ever; imports flow webhook_app -> worker only.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from webhook_app.errors import register_error_handlers
 from webhook_app.health import (
     add_readiness_check,
     circuit_check,
+    queues_check,
     redis_check,
     settings_check,
 )
@@ -27,21 +29,45 @@ from webhook_app.intake import EXTENSION, Receiver
 from webhook_app.signatures import whsec_key
 from webhook_app.sources import BLUEPRINTS
 from worker.celery_app import app as celery_app
+from worker.deadletter import DeadLetters
 from worker.handoff import Enqueuer
 from worker.settings import Settings, SettingsError, load_settings
 
 __all__ = ["create_app"]
 
+log = logging.getLogger("leadlex_sync.receiver")
 
-def _redis_client(url: str) -> redis.Redis:
-    """A client that fails fast (one immediate retry) so a dead Redis means a quick 503."""
+
+def _redis_client(url: str, timeout: float) -> redis.Redis:
+    """A client that fails fast so a dead or hung Redis means a quick 503 (invariant 2).
+
+    Every command waits at most `timeout` (RECEIVER_REDIS_TIMEOUT_SECONDS) for an answer;
+    a broken connection is retried once at once, a timeout never (a hung Redis would
+    only hang again)."""
     return redis.Redis.from_url(
         url,
-        socket_connect_timeout=2,
-        socket_timeout=2,
-        retry=Retry(NoBackoff(), 1),
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         health_check_interval=30,
     )
+
+
+def _warn_insecure(settings: Settings) -> None:
+    """One WARNING per weakened default (issue 11), at start-up."""
+    legacy = sorted(set(settings.hubspot_signature_versions) - {"v3"})
+    if settings.hubspot_client_secret is not None and legacy:
+        log.warning(
+            "HUBSPOT_SIGNATURE_VERSIONS accepts %s: these signatures carry no timestamp, so "
+            "a captured request can be replayed forever; keep only v3 unless your app "
+            "still sends v1/v2 only",
+            ",".join(legacy),
+        )
+    if settings.salesforce_org_ids and settings.salesforce_token is None:
+        log.warning(
+            "SALESFORCE_ALLOW_UNAUTHENTICATED=true: anyone who knows an org id can change "
+            "LeadLex data through /webhooks/salesforce; for local tests only"
+        )
 
 
 def _generic_keys(settings: Settings) -> tuple[bytes, ...]:
@@ -71,17 +97,29 @@ def create_app(
     # The broker is the configured Redis (the Enqueuer also publishes there explicitly).
     celery_app.conf.broker_url = settings.redis_url
 
-    client = redis_client if redis_client is not None else _redis_client(settings.redis_url)
+    timeout = settings.receiver_redis_timeout_seconds
+    client = (
+        redis_client if redis_client is not None else _redis_client(settings.redis_url, timeout)
+    )
+    _warn_insecure(settings)
+    dead_letters = DeadLetters(
+        client,
+        max_letter_bytes=settings.dlq_max_letter_bytes,
+        invalid_maxlen=settings.dlq_invalid_maxlen,
+    )
     app.extensions[EXTENSION] = Receiver(
         settings=settings,
         redis=client,
-        enqueuer=Enqueuer(celery_app, client, settings.redis_url),
+        enqueuer=Enqueuer(
+            celery_app, client, settings.redis_url, dead_letters=dead_letters, timeout=timeout
+        ),
         clock=clock,
         generic_keys=_generic_keys(settings),
     )
     add_readiness_check(app, redis_check)
     add_readiness_check(app, settings_check)
     add_readiness_check(app, circuit_check)
+    add_readiness_check(app, queues_check)
 
     for blueprint in (*BLUEPRINTS, health_blueprint):
         app.register_blueprint(blueprint)

@@ -5,14 +5,19 @@
   `app.extensions[READINESS_CHECKS]` (a list of callables returning a `Check`); 200 when
   all pass, else 503; the body lists each check. Built in: `redis` (PING) and `settings`
   (at least one source configured). More can be added with `add_readiness_check`.
+  A check with `required=False` reports without turning the answer 503: `queues` (a
+  queue holds messages and no worker consumes it) makes the status "degraded", since the
+  receiver itself still records events safely and must keep taking them.
 - `GET /metrics`: the shared Redis-held counters (worker.metrics.RedisCollector) as
   Prometheus text, from a fresh registry per scrape.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify
@@ -20,7 +25,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from webhook_app.errors import unavailable
 from webhook_app.intake import current_receiver
+from worker.celery_app import QUEUES
 from worker.metrics import RedisCollector
+from worker.presence import queue_states, stranded_detail
 from worker.ratelimit import Budget, Circuit
 from worker.state import State
 
@@ -36,6 +43,7 @@ class Check:
     name: str
     ok: bool
     detail: str = ""
+    required: bool = True
 
 
 ReadinessCheck = Callable[[], Check]
@@ -72,7 +80,13 @@ def settings_check() -> Check:
             "no source configured: set HUBSPOT_CLIENT_SECRET, SALESFORCE_ORG_IDS "
             "or GENERIC_WEBHOOK_SECRET",
         )
-    return Check("settings", True, "sources: " + ", ".join(sources))
+    detail = "sources: " + ", ".join(sources)
+    if settings.salesforce_org_ids and settings.salesforce_token is None:
+        detail += (
+            "; WARNING: salesforce is UNAUTHENTICATED (SALESFORCE_ALLOW_UNAUTHENTICATED=true, "
+            "local tests only)"
+        )
+    return Check("settings", True, detail)
 
 
 def circuit_check() -> Check:
@@ -83,13 +97,59 @@ def circuit_check() -> Check:
     return Check("leadlex_circuit", True, "closed")
 
 
-def live_gauges() -> list[tuple[str, str, float]]:
-    """Gauges read from the shared state at scrape time: budget, backlog, circuit."""
+def queues_check() -> Check:
+    """Every product queue that holds messages has a live consumer (worker.presence)."""
+    states = queue_states(current_receiver().redis, QUEUES)
+    stranded = stranded_detail(states)
+    if stranded:
+        return Check("queues", False, stranded, required=False)
+    waiting = ", ".join(f"{s.name} {s.messages}" for s in states)
+    return Check("queues", True, f"messages waiting: {waiting}", required=False)
+
+
+def source_gauges(client: redis.Redis, now: float) -> list[Any]:
+    """Per-source lag and the HubSpot journal's position (hubspot-2026)."""
+    from pull_sources.hubspot_journal.position import journal_statuses
+    from worker.source_lag import source_lags
+
+    out: list[Any] = [
+        (
+            "source_newest_event_age_seconds",
+            "Age of the newest CRM change each source handed over",
+            lag.age_seconds(now),
+            {"source": lag.source},
+        )
+        for lag in source_lags(client)
+    ]
+    for js in journal_statuses(client):
+        scope = {"scope": js.scope}
+        lag = js.lag_seconds(now)
+        if lag is not None:
+            out.append(
+                ("hubspot_journal_lag_seconds", "Age of the newest journal change", lag, scope)
+            )
+        out.append(
+            (
+                "hubspot_journal_last_poll_timestamp_seconds",
+                "When the journal poller last ran",
+                js.last_poll_at,
+                scope,
+            )
+        )
+        out.append(
+            ("hubspot_journal_entries_total", "Journal entries handed over", js.entries, scope)
+        )
+    return out
+
+
+def live_gauges() -> list[Any]:
+    """Gauges read from the shared state at scrape time: budget, backlog, circuit, lag."""
     receiver = current_receiver()
     settings = receiver.settings
     budget = Budget(receiver.redis, settings.rate_per_minute, settings.daily_limit).status()
     state = State(receiver.redis)
     return [
+        *source_gauges(receiver.redis, time.time()),
         ("budget_daily_remaining", "LeadLex calls left today", float(budget.daily_remaining)),
         ("budget_reset_timestamp_seconds", "When the daily budget resets", budget.reset_at),
         ("budget_paused_until_timestamp_seconds", "All workers paused until", budget.paused_until),
@@ -98,6 +158,11 @@ def live_gauges() -> list[tuple[str, str, float]]:
             "circuit_open",
             "1 while LeadLex refuses our key",
             float(Circuit(receiver.redis).is_open()),
+        ),
+        (
+            "queues_stranded",
+            "Queues holding messages that no live worker consumes",
+            float(sum(s.stranded for s in queue_states(receiver.redis, QUEUES))),
         ),
     ]
 
@@ -119,10 +184,11 @@ def healthz() -> Response:
 def readyz() -> Response:
     """Every readiness check passes (200) or not (503); the body lists each one."""
     results = [_run(check) for check in current_app.extensions.get(READINESS_CHECKS, [])]
-    ready = all(r.ok for r in results)
+    ready = all(r.ok for r in results if r.required)
+    degraded = ready and not all(r.ok for r in results)
     response = jsonify(
         {
-            "status": "ready" if ready else "not_ready",
+            "status": ("degraded" if degraded else "ready") if ready else "not_ready",
             "checks": {r.name: {"ok": r.ok, "detail": r.detail} for r in results},
         }
     )

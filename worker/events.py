@@ -5,8 +5,10 @@ through Celery as a plain JSON dict (`to_dict` / `from_dict`), so the field name
 here are a wire format: add fields with defaults, never rename.
 
 Fingerprints (the dedupe key the worker's ledger uses):
-- HubSpot:    sha256("hubspot", portalId, subscriptionId, eventId, occurredAt,
-              subscriptionType, objectId, propertyName) -- eventId alone is not unique.
+- HubSpot:    sha256("hubspot", portalId, object type, kind, objectId, occurredAt,
+              propertyName, propertyValue, merged ids[, association ends]): what changed,
+              not how it was delivered, so webhooks and the Webhooks Journal agree
+              (worker.crm_events.hubspot.change_fingerprint; eventId is not unique).
 - Salesforce: sha256("salesforce", OrganizationId, Notification/Id).
 - Generic:    sha256("generic", webhook-id, index of the change in the message).
 

@@ -3,25 +3,32 @@
 Every source uses this one step: the webhook receiver (webhook_app) and the pull sources
 (journal poller, CDC subscriber) alike, so an event has one way in.
 
-Order matters for invariant 1 (nothing acknowledged is lost):
-1. the events go to the broker as ONE `leadlex_sync.ingest_batch` message;
-2. the events' inbox entries (`lls:inbox`, see worker.state), the request's dead letters
-   and metric counters go to Redis in ONE MULTI/EXEC pipeline.
-If either step fails the request is answered 503 and the CRM resends it: events that did
-reach the broker are then enqueued twice, which the worker's fingerprint ledger absorbs;
-dead letters are written only once the broker holds the events. When a request has
-neither events nor dead letters, a failing metrics write is ignored (best effort).
+Order matters for invariant 1 (nothing acknowledged is lost) and for issue 11 (task
+arguments carry references, not contact data, so Flower never shows personal data):
+1. the events go to the inbox (`lls:inbox`, see worker.state) in ONE MULTI/EXEC;
+2. ONE `leadlex_sync.ingest_batch` message goes to the broker, carrying the events'
+   fingerprints only: the worker reads each event from the inbox (`load_events`);
+3. the request's dead letters and metric counters go to Redis in ONE MULTI/EXEC.
+If any step fails the request is answered 503 and the CRM resends it: events already in
+the inbox are enqueued again by the worker's sweep or by the resend, which the worker's
+fingerprint ledger absorbs; dead letters are written only once the broker holds the
+events. When a request has neither events nor dead letters, a failing metrics write is
+ignored (best effort), and skipped while Redis is known to be unhealthy (`RedisHealth`).
 
 The inbox is the safety net behind the broker: kombu's Redis transport can lose a message
 that a worker popped but had not yet recorded as unacknowledged when it died (or Redis
 did), and Celery drops an `acks_late` message whose retry cannot be published. The
 worker's periodic sweep enqueues again any acknowledged event not taken in after the
 visibility timeout (worker.pipeline.recover_lost).
+
+Every other dispatch of the ingest task (parked-event replay, dlq replay, the inbox
+sweep) uses the same reference shape through `record_events` + `ingest_message_args`.
+The worker still accepts the old shape (a list of event dicts) for messages queued
+before an upgrade.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -33,76 +40,200 @@ from kombu import pools
 
 from worker.batch import Batch
 from worker.celery_app import QUEUE_INGEST
-from worker.deadletter import STREAM, DeadLetters
+from worker.deadletter import DeadLetters, warn_trimmed
 from worker.metrics import Metrics
-from worker.state import inbox_add
+from worker.state import INBOX, INBOX_AT, inbox_add
 
 log = logging.getLogger("leadlex_sync.receiver")
 
 INGEST_TASK = "leadlex_sync.ingest_batch"
+# Per source label (zsets): newest CRM time handed over (ms), and when the last batch was.
+SOURCES_NEWEST = "lls:sources:newest_event_ms"
+SOURCES_LAST_BATCH = "lls:sources:last_batch_at"
 INVALID_EVENT = "invalid_event"
+# After a Redis timeout or connection error, best-effort writes are skipped this long.
+UNHEALTHY_SECONDS = 5.0
 
 
 class EnqueueUnavailable(Exception):
     """The broker or Redis could not take the request's events; answer 503 so it is resent."""
 
 
+class RedisHealth:
+    """Remembers that Redis just failed to answer (a timeout or a refused connection).
+
+    While unhealthy, best-effort writes are skipped and requests that must write are
+    refused at once except one probe a second, so a hung Redis cannot queue requests
+    behind each other's timeouts; the first success makes it healthy again."""
+
+    def __init__(self, hold_seconds: float = UNHEALTHY_SECONDS, probe_seconds: float = 1.0) -> None:
+        self.hold_seconds = hold_seconds
+        self.probe_seconds = probe_seconds
+        self._until = 0.0
+        self._next_probe = 0.0
+
+    def failed(self) -> None:
+        now = time.monotonic()
+        self._until = now + self.hold_seconds
+        self._next_probe = now + self.probe_seconds
+
+    def ok(self) -> None:
+        self._until = 0.0
+
+    @property
+    def unhealthy(self) -> bool:
+        return time.monotonic() < self._until
+
+    def may_try(self) -> bool:
+        """True when healthy, or when it is time for the next probe (claimed by the caller)."""
+        now = time.monotonic()
+        if now >= self._until:
+            return True
+        if now >= self._next_probe:
+            self._next_probe = now + self.probe_seconds
+            return True
+        return False
+
+
+def record_events(
+    pipe: Any, events: list[dict[str, Any]], now: float, *, refresh: bool = False
+) -> list[str]:
+    """Queue the events' inbox records on `pipe`; returns their fingerprints (the refs).
+
+    `refresh=True` (re-dispatches: parked-event replay, dlq replay, the sweep) also moves
+    each record's time to `now`: a record left from the first delivery keeps its old time
+    otherwise, and the sweep could forget it (it is still parked) before the worker reads
+    the ref."""
+    inbox_add(pipe, [(e["fingerprint"], json.dumps(e, separators=(",", ":"))) for e in events], now)
+    refs = [str(e["fingerprint"]) for e in events]
+    if refresh and refs:
+        pipe.zadd(INBOX_AT, dict.fromkeys(refs, now))
+    return refs
+
+
+def ingest_message_args(refs: list[str], label: str) -> dict[str, Any]:
+    """send_task/apply_async keyword arguments of one ingest message carrying `refs`."""
+    return {
+        "args": [refs],
+        "queue": QUEUE_INGEST,
+        # Flower shows this: a count, never field values (the args are fingerprints anyway).
+        "argsrepr": f"[<{len(refs)} {label} event refs>]",
+        "kwargsrepr": "{}",
+    }
+
+
+def load_events(client: redis.Redis, items: list[Any]) -> list[dict[str, Any] | None]:
+    """The events an ingest message names: refs read from the inbox, old-shape dicts as is.
+
+    A ref whose inbox record is gone was already taken in (the sweep forgets an event
+    once it is seen, parked or dead-lettered): None, which the worker counts as duplicate."""
+    refs = [item for item in items if isinstance(item, str)]
+    raw = dict(zip(refs, client.hmget(INBOX, refs), strict=True)) if refs else {}
+    out: list[dict[str, Any] | None] = []
+    for item in items:
+        if isinstance(item, dict):
+            out.append(item)
+        elif isinstance(item, str) and raw.get(item) is not None:
+            value = raw[item]
+            out.append(json.loads(value.decode() if isinstance(value, bytes) else value))
+        else:
+            out.append(None)
+    return out
+
+
 class Enqueuer:
-    """Sends a request's events to Celery and records its dead letters and counters.
+    """Records a request's events, sends one reference message, records its dead letters.
 
     Messages go to `broker_url` through a producer pool of our own (kombu's registry,
-    keyed by URL, with the Celery app's transport options and timeouts), so each app
-    instance publishes where its settings say, whatever the Celery app was used for before.
+    keyed by URL and transport options, with the Celery app's options and, when
+    `timeout` is given, that socket timeout and no retries), so each app instance
+    publishes where its settings say, whatever the Celery app was used for before.
     """
 
-    def __init__(self, celery_app: Celery, client: redis.Redis, broker_url: str) -> None:
+    def __init__(
+        self,
+        celery_app: Celery,
+        client: redis.Redis,
+        broker_url: str,
+        *,
+        dead_letters: DeadLetters | None = None,
+        timeout: float | None = None,
+    ) -> None:
         self.celery = celery_app
         self.redis = client
         self.metrics = Metrics(client)
-        self.dead_letters = DeadLetters(client)
-        # kombu's process-wide pool for this URL (limit: kombu's global, 10 by default,
-        # as Celery sets it from broker_pool_limit); reset after fork by kombu itself.
-        self.producers = pools.producers[celery_app.connection_for_write(broker_url)]
-        self.acquire_timeout = float(celery_app.conf.broker_pool_acquire_timeout or 5)
+        self.dead_letters = dead_letters or DeadLetters(client)
+        self.health = RedisHealth()
+        options: dict[str, Any] = {}
+        if timeout is not None:
+            options = {
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+                "max_retries": 0,
+            }
+        # kombu's process-wide pool for this connection (limit: kombu's global, 10 by
+        # default, as Celery sets it from broker_pool_limit); reset after fork by kombu.
+        self.producers = pools.producers[
+            celery_app.connection_for_write(broker_url, transport_options=options)
+        ]
+        self.acquire_timeout = float(
+            timeout if timeout is not None else celery_app.conf.broker_pool_acquire_timeout or 5
+        )
 
     def submit(self, source: str, batch: Batch) -> None:
         """Enqueue `batch`; raises EnqueueUnavailable when the broker or Redis fails."""
         events = [e.to_dict() for e in batch.events]
+        if (events or batch.rejected) and not self.health.may_try():
+            raise EnqueueUnavailable("redis: unhealthy (a call timed out or failed just now)")
         if events:
+            pipe = self.redis.pipeline(transaction=True)
+            refs = record_events(pipe, events, time.time())
+            self._execute(pipe, "inbox")
             try:
                 with self.producers.acquire(block=True, timeout=self.acquire_timeout) as producer:
                     self.celery.send_task(
                         INGEST_TASK,
-                        args=[events],
-                        queue=QUEUE_INGEST,
                         producer=producer,
-                        # Flower shows this instead of the events (no PII, no saferepr cost).
-                        argsrepr=f"[<{len(batch.events)} {source} change events>]",
-                        kwargsrepr="{}",
+                        retry=False,
+                        **ingest_message_args(refs, source),
                     )
             except Exception as exc:  # any publish failure means "retry later"
+                self.health.failed()
                 raise EnqueueUnavailable(f"broker: {type(exc).__name__}") from exc
 
+        if not (batch.rejected or events) and self.health.unhealthy:
+            log.warning("receiver metrics not recorded: Redis is unhealthy")
+            return
         pipe = self.redis.pipeline(transaction=True)
-        inbox_add(
-            pipe,
-            [(e["fingerprint"], json.dumps(e, separators=(",", ":"))) for e in events],
-            time.time(),
-        )
         for rejected in batch.rejected:
             fields = self.dead_letters.fields(
                 INVALID_EVENT, source=source, payload=rejected.payload, details=rejected.details()
             )
-            pipe.xadd(STREAM, fields)
+            self.dead_letters.add_on(pipe, fields)
         self._count(pipe, source, batch)
         try:
-            pipe.execute()
-        except redis.RedisError as exc:
+            results = self._execute(pipe, "dead letters")
+        except EnqueueUnavailable:
             if batch.rejected or events:
-                raise EnqueueUnavailable(f"redis: {type(exc).__name__}") from exc
-            log.warning("receiver metrics not recorded: %s", type(exc).__name__)
+                raise
+            log.warning("receiver metrics not recorded: Redis did not answer")
+            return
+        warn_trimmed(sum(int(r) for r in results[: len(batch.rejected)]))
+
+    def _execute(self, pipe: Any, what: str) -> list[Any]:
+        try:
+            results: list[Any] = pipe.execute()
+        except redis.RedisError as exc:
+            self.health.failed()
+            raise EnqueueUnavailable(f"redis ({what}): {type(exc).__name__}") from exc
+        self.health.ok()
+        return results
 
     def _count(self, pipe: Any, source: str, batch: Batch) -> None:
+        if batch.events:  # per-source lag for `status` and /metrics (hubspot-2026)
+            newest = max(e.occurred_at_ms for e in batch.events)
+            pipe.zadd(SOURCES_NEWEST, {source: newest}, gt=True)
+            pipe.zadd(SOURCES_LAST_BATCH, {source: time.time()}, gt=True)
         incr = self.metrics.incr
         incr("webhooks_received", pipe=pipe, source=source)
         incr("events_enqueued", len(batch.events), pipe=pipe, source=source)
@@ -112,9 +243,13 @@ class Enqueuer:
             incr("events_ignored", count, pipe=pipe, source=source, kind=object_type)
 
     def count_refusal(self, source: str, code: str) -> None:
-        """Best effort: count a refused request (never raises)."""
+        """Best effort: count a refused request (never raises; skipped while Redis is unhealthy)."""
+        if self.health.unhealthy:
+            return
         pipe = self.redis.pipeline(transaction=False)
         self.metrics.incr("webhooks_received", pipe=pipe, source=source)
         self.metrics.incr("webhooks_rejected", pipe=pipe, source=source, reason=code)
-        with contextlib.suppress(redis.RedisError):  # best effort; the caller logs the refusal
+        try:
             pipe.execute()
+        except redis.RedisError:  # best effort; the caller logs the refusal
+            self.health.failed()

@@ -8,12 +8,19 @@ pipeline the caller already sends, so counting costs no extra round trip.
 
 Names (all prefixed `leadlex_sync_` on export) and their labels are listed in
 `COUNTERS` / `HISTOGRAMS`; an unknown name is a programming error (KeyError).
+
+Label values come from fixed sets (issue 11: a sender must not be able to create series):
+`source`, `kind`, `method` and `status` are checked against `LABEL_VALUES` and anything
+else is exported as `other`; `reason` and `outcome` are codes written in our own source
+(never copied from a request) and must look like one (`[a-z0-9_]`, at most 48
+characters), else they too become `other`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +48,15 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "leadlex_calls": ("LeadLex API calls by method and status", ("method", "status")),
     "leadlex_429": ("429 answers from LeadLex", ()),
     "flushes_parked": ("Flushes parked waiting for budget", ("reason",)),
+    # HubSpot Webhooks Journal (pull_sources/hubspot_journal)
+    "journal_entries_read": ("HubSpot journal entries handed over", ()),
+    "journal_gaps": ("HubSpot journal offsets found expired (changes may be missing)", ()),
+    "journal_download_failures": ("HubSpot journal entry downloads that failed", ()),
+    "journal_poll_errors": ("HubSpot journal polls that failed", ("reason",)),
+    "dead_letters_trimmed": (
+        "Invalid-input dead letters trimmed to keep DLQ_INVALID_MAXLEN",
+        ("reason",),
+    ),
     # promises-clock-chaos: one clock for the budget
     "budget_grants_lapsed": (
         "Calls not made because their budget grant lapsed (a stall after the grant) and the "
@@ -66,6 +82,58 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "events_replayed": ("Parked events enqueued again (a link appeared, a lookup retry)", ()),
 }
 
+OTHER = "other"
+# The values each sender-influenced label may take; anything else is counted as OTHER.
+LABEL_VALUES: dict[str, frozenset[str]] = {
+    "source": frozenset({"hubspot", "salesforce", "generic", "hubspot_journal"}),
+    "kind": frozenset(
+        {
+            # ChangeEvent kinds (worker.events.KINDS)
+            "create",
+            "update",
+            "delete",
+            "privacy_delete",
+            "merge",
+            "restore",
+            "association",
+            # CRM object types the receivers count as ignored
+            "company",
+            "deal",
+            "ticket",
+            "product",
+            "line_item",
+            "quote",
+            "call",
+            "email",
+            "meeting",
+            "note",
+            "task",
+            "conversation",
+            "0-2",
+            "0-3",
+            "0-5",
+            "0-7",
+            "0-8",
+            "Account",
+            "Opportunity",
+            "Case",
+            "Task",
+            "Event",
+            "User",
+            "Campaign",
+            "CampaignMember",
+            "Contract",
+            "Order",
+            "Asset",
+            "lead",
+            "contact",
+        }
+    ),
+    "method": frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"}),
+    "status": frozenset({str(code) for code in range(100, 600)} | {"no_answer"}),
+}
+_CODE = re.compile(r"[a-z0-9_]{1,48}")
+
 # Buckets in seconds, for CRM-time -> LeadLex-200 latency.
 HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
     "sync_latency_seconds": (
@@ -76,8 +144,19 @@ HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
 }
 
 
+def label_value(label: str, value: Any) -> str:
+    """`value` when the label may take it, else OTHER (bounded cardinality)."""
+    text = str(value)
+    if text == "":
+        return text
+    fixed = LABEL_VALUES.get(label)
+    if fixed is not None:
+        return text if text in fixed else OTHER
+    return text if _CODE.fullmatch(text) else OTHER
+
+
 def _label_key(name: str, labels: dict[str, Any], allowed: tuple[str, ...]) -> str:
-    values = [str(labels.get(label, "")) for label in allowed]
+    values = [label_value(label, labels.get(label, "")) for label in allowed]
     extra = set(labels) - set(allowed)
     if extra:
         raise KeyError(f"metric {name} has no label(s) {sorted(extra)}")
@@ -138,7 +217,8 @@ class RedisCollector(Collector):
 
     def __init__(self, client: redis.Redis, gauges: Any = None) -> None:
         self.redis = client
-        self.gauges = gauges  # callable returning [(name, help, value)], or None
+        # callable returning [(name, help, value)] or [(name, help, value, {label: v})]
+        self.gauges = gauges
 
     def collect(self) -> Iterator[Any]:
         counters = Metrics(self.redis).counters()
@@ -165,5 +245,18 @@ class RedisCollector(Collector):
                 family_h.add_metric(list(key[1:]), cumulative, points.get("sum", 0.0))
             yield family_h
         if self.gauges is not None:
-            for name, help_text, value in self.gauges():
-                yield GaugeMetricFamily(f"leadlex_sync_{name}", help_text, value=value)
+            labelled: dict[str, GaugeMetricFamily] = {}
+            for item in self.gauges():
+                name, help_text, value = item[0], item[1], item[2]
+                if len(item) < 4:
+                    yield GaugeMetricFamily(f"leadlex_sync_{name}", help_text, value=value)
+                    continue
+                gauge_labels: dict[str, str] = item[3]  # (name, help, value, {label: v})
+                gauge = labelled.get(name)
+                if gauge is None:
+                    gauge = GaugeMetricFamily(
+                        f"leadlex_sync_{name}", help_text, labels=list(gauge_labels)
+                    )
+                    labelled[name] = gauge
+                gauge.add_metric(list(gauge_labels.values()), value)
+            yield from labelled.values()

@@ -8,6 +8,8 @@ are `SecretStr` so they never appear in a repr, a log line or an error.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +26,22 @@ from pydantic import (
     model_validator,
 )
 
+from worker.salesforce_ids import SalesforceIdError, to_18
+
 DEFAULT_BASE_URL = "https://data.leadlex.com/functions/v1/api-gateway"
+
+# ---- newcomer: the default Redis address ------------------------------------------------
+# REDIS_URL's default. Tests (only tests) point it at a decoy server through
+# LLS_TEST_DEFAULT_REDIS_ADDRESS=host:port, to exercise "a Redis answers at the default
+# address" without touching the machine's real 127.0.0.1:6379.
+DEFAULT_REDIS_ADDRESS = "127.0.0.1:6379"
+TEST_DEFAULT_REDIS_VAR = "LLS_TEST_DEFAULT_REDIS_ADDRESS"
+
+
+def default_redis_url() -> str:
+    """REDIS_URL when it is not set: db 0 of the Redis at the default address."""
+    return f"redis://{os.environ.get(TEST_DEFAULT_REDIS_VAR) or DEFAULT_REDIS_ADDRESS}/0"
+
 
 # LeadLex plans (reference/leadlex-api.md §3): (per minute, per day).
 PLANS: dict[str, tuple[int, int]] = {
@@ -40,6 +57,12 @@ SECRET_VARS = (
     "GENERIC_WEBHOOK_SECRET",
     "FLOWER_BASIC_AUTH",
 )
+
+
+# SALESFORCE_TOKEN (issue 11): a shared secret in the outbound message's URL.
+MIN_SALESFORCE_TOKEN_LENGTH = 32
+TOKEN_RECIPE = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'  # noqa: S105 - a command line, not a secret
+_URL_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
 class SettingsError(Exception):
@@ -59,7 +82,7 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
-    redis_url: str = Field("redis://127.0.0.1:6379/0", alias="REDIS_URL")
+    redis_url: str = Field(default_factory=default_redis_url, alias="REDIS_URL")
     leadlex_api_key: SecretStr | None = Field(None, alias="LEADLEX_API_KEY")
     leadlex_base_url: str = Field(DEFAULT_BASE_URL, alias="LEADLEX_BASE_URL")
     leadlex_plan: Literal["starter", "pro", "org"] | None = Field(None, alias="LEADLEX_PLAN")
@@ -75,15 +98,43 @@ class Settings(BaseModel):
 
     hubspot_client_secret: SecretStr | None = Field(None, alias="HUBSPOT_CLIENT_SECRET")
     hubspot_signature_versions: list[Literal["v1", "v2", "v3"]] = Field(
-        default=["v3", "v2", "v1"], alias="HUBSPOT_SIGNATURE_VERSIONS"
+        default=["v3"], alias="HUBSPOT_SIGNATURE_VERSIONS"
     )
     hubspot_portal_ids: list[str] = Field(default_factory=list, alias="HUBSPOT_PORTAL_IDS")
     public_base_url: str | None = Field(None, alias="PUBLIC_BASE_URL")
+
+    # ---- HubSpot Webhooks Journal (pull source, hubspot-2026) ----
+    hubspot_journal: Literal["off", "on"] = Field("off", alias="HUBSPOT_JOURNAL")
+    hubspot_client_id: str | None = Field(None, alias="HUBSPOT_CLIENT_ID")
+    hubspot_api_base_url: str = Field("https://api.hubapi.com", alias="HUBSPOT_API_BASE_URL")
+    hubspot_journal_scope: Literal["global", "local"] = Field(
+        "global", alias="HUBSPOT_JOURNAL_SCOPE"
+    )
+    hubspot_journal_start: Literal["latest", "earliest"] = Field(
+        "latest", alias="HUBSPOT_JOURNAL_START"
+    )
+    hubspot_journal_poll_seconds: float = Field(
+        10.0, alias="HUBSPOT_JOURNAL_POLL_SECONDS", ge=0.5, le=300
+    )
+    hubspot_journal_batch_size: int = Field(50, alias="HUBSPOT_JOURNAL_BATCH_SIZE", ge=1, le=100)
+    hubspot_journal_timeout_seconds: float = Field(
+        10.0, alias="HUBSPOT_JOURNAL_TIMEOUT_SECONDS", gt=0, le=120
+    )
 
     salesforce_org_ids: list[str] = Field(default_factory=list, alias="SALESFORCE_ORG_IDS")
     salesforce_token: SecretStr | None = Field(None, alias="SALESFORCE_TOKEN")
 
     generic_webhook_secret: SecretStr | None = Field(None, alias="GENERIC_WEBHOOK_SECRET")
+
+    # ---- secure by default (issue 11): unauthenticated Salesforce, dead-letter bounds, ----
+    # ---- Redis deadlines, the web server's read deadline ----------------------------------
+    salesforce_allow_unauthenticated: bool = Field(False, alias="SALESFORCE_ALLOW_UNAUTHENTICATED")
+    dlq_max_letter_bytes: int = Field(65_536, alias="DLQ_MAX_LETTER_BYTES", ge=1024)
+    dlq_invalid_maxlen: int = Field(10_000, alias="DLQ_INVALID_MAXLEN", ge=100)
+    receiver_redis_timeout_seconds: float = Field(
+        0.5, alias="RECEIVER_REDIS_TIMEOUT_SECONDS", gt=0, le=5
+    )
+    request_read_seconds: float = Field(10.0, alias="REQUEST_READ_SECONDS", gt=0, le=120)
 
     mapping_file: Path | None = Field(None, alias="MAPPING_FILE")
     coalesce_seconds: float = Field(2.0, alias="COALESCE_SECONDS", ge=0, le=300)
@@ -134,8 +185,26 @@ class Settings(BaseModel):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
+        # Everything redis-py and kombu would trip on later, checked here so every process
+        # stops at start with this one line (never echo the URL: it may hold a password).
+        parts = urlsplit(value.strip())
+        if parts.scheme not in {"redis", "rediss", "unix"}:
             raise ValueError("must start with redis://, rediss:// or unix://")
+        if parts.scheme == "unix":
+            if not parts.path:
+                raise ValueError("unix:// needs a socket path")
+            return value
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("the port must be a number from 1 to 65535") from None
+        if port == 0:
+            raise ValueError("the port must be a number from 1 to 65535")
+        if not parts.hostname:
+            raise ValueError("needs a host, e.g. redis://127.0.0.1:6379/0")
+        db = parts.path.strip("/")
+        if db and not (db.isdigit() and int(db) < 2**31):
+            raise ValueError("the database after the last / must be a number, e.g. /0")
         return value
 
     @field_validator("leadlex_base_url", "public_base_url")
@@ -151,9 +220,27 @@ class Settings(BaseModel):
     @field_validator("salesforce_org_ids")
     @classmethod
     def _org_ids(cls, value: list[str]) -> list[str]:
-        for org in value:
-            if len(org) not in (15, 18) or not org.isalnum():
-                raise ValueError("each id must be 15 or 18 letters/digits")
+        # One normal form: the 18-character id (worker.salesforce_ids).
+        try:
+            return [to_18(org) for org in value]
+        except SalesforceIdError as exc:
+            raise ValueError(f"each id must be a 15- or 18-character org id ({exc})") from None
+
+    @field_validator("salesforce_token")
+    @classmethod
+    def _sf_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if (
+            len(token) < MIN_SALESFORCE_TOKEN_LENGTH
+            or not set(token) <= _URL_SAFE
+            or len(set(token)) < 10
+        ):
+            raise ValueError(
+                f"must be at least {MIN_SALESFORCE_TOKEN_LENGTH} random URL-safe characters; "
+                f"generate one with: {TOKEN_RECIPE}"
+            )
         return value
 
     @field_validator("generic_webhook_secret")
@@ -164,12 +251,61 @@ class Settings(BaseModel):
         for part in value.get_secret_value().split():
             if not part.startswith("whsec_"):
                 raise ValueError("each secret must start with whsec_ (space-separated to rotate)")
+            encoded = part.removeprefix("whsec_")
+            try:
+                key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("secret is not base64 after whsec_") from None
+            if not key:
+                raise ValueError("secret is empty after whsec_")
         return value
 
     @field_validator("default_phone_region")
     @classmethod
     def _region(cls, value: str) -> str:
         return value.upper()
+
+    # ---- HubSpot Webhooks Journal (hubspot-2026) ----
+    @field_validator(
+        "hubspot_journal", "hubspot_journal_scope", "hubspot_journal_start", mode="before"
+    )
+    @classmethod
+    def _journal_lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("hubspot_api_base_url")
+    @classmethod
+    def _journal_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an http(s) URL with a host")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _journal_credentials(self) -> Settings:
+        # HubSpot Webhooks Journal: the poller needs client credentials.
+        if self.hubspot_journal == "on":
+            if not self.hubspot_client_id:
+                raise ValueError("HUBSPOT_CLIENT_ID: required when HUBSPOT_JOURNAL=on")
+            if self.hubspot_client_secret is None:
+                raise ValueError("HUBSPOT_CLIENT_SECRET: required when HUBSPOT_JOURNAL=on")
+        return self
+
+    @model_validator(mode="after")
+    def _salesforce_authenticated(self) -> Settings:
+        # Issue 11: org ids are not secret, so the org allow-list alone lets anyone write.
+        if (
+            self.salesforce_org_ids
+            and self.salesforce_token is None
+            and not self.salesforce_allow_unauthenticated
+        ):
+            raise ValueError(
+                "SALESFORCE_TOKEN: missing; SALESFORCE_ORG_IDS is set but org ids are not "
+                f"secret: generate a token with {TOKEN_RECIPE} and add ?token=<it> to the "
+                "outbound message URL (SALESFORCE_ALLOW_UNAUTHENTICATED=true is for local "
+                "tests only)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _countdowns_fit(self) -> Settings:

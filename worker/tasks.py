@@ -1,30 +1,45 @@
 """Celery tasks: thin wrappers that rebuild values from JSON and call worker.pipeline.
 
 Task names are explicit and stable (`leadlex_sync.*`) so renaming code never strands
-queued messages. Arguments are ids and plain dicts only: a contact id (a LeadLex
-UUID) identifies the work in Flower without showing personal data; ingest batches
-show a count and the records they touch, not the field values.
+queued messages. Arguments are ids only, so Flower never shows personal data: a contact
+id (a LeadLex UUID) for a flush, and event fingerprints for an ingest batch, whose
+events the worker reads from the inbox (worker.handoff). An ingest message of the old
+shape (a list of event dicts, queued before an upgrade) is still accepted.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 import redis
 from celery import Task
-from celery.signals import setup_logging, worker_init, worker_process_init
+from celery.signals import (
+    beat_init,
+    heartbeat_sent,
+    setup_logging,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 
-from worker import pipeline
-from worker.celery_app import QUEUE_FLUSH, QUEUE_INGEST, app, visibility_timeout
+from worker import pipeline, presence
+from worker.celery_app import (
+    HOUSEKEEPING_TASKS,
+    QUEUE_FLUSH,
+    app,
+    visibility_timeout,
+)
 from worker.events import ChangeEvent
+from worker.handoff import ingest_message_args, load_events, record_events
 from worker.leadlex import shared_client
 from worker.logs import setup_celery_logging
-from worker.mapping import MappingError, load_mapping
-from worker.settings import Settings, SettingsError, load_settings
+from worker.mapping import load_mapping
+from worker.settings import Settings, load_settings
 
 log = logging.getLogger("leadlex_sync.worker")
 # One log shape for Celery workers and beat (JSON in production, see worker/logs.py).
@@ -42,23 +57,28 @@ def _dispatch_flush(contact: str, countdown: float) -> None:
     flush_contact.apply_async(args=[contact], countdown=countdown or None, queue=QUEUE_FLUSH)
 
 
-def _dispatch_ingest(events: list[dict[str, Any]]) -> None:
-    ingest_batch.apply_async(args=[events], queue=QUEUE_INGEST)
+def _dispatch_ingest(client: redis.Redis, events: list[dict[str, Any]]) -> None:
+    """Record `events` in the inbox, then enqueue one ingest message of their refs."""
+    pipe = client.pipeline(transaction=True)
+    refs = record_events(pipe, events, time.time(), refresh=True)
+    pipe.execute()
+    ingest_batch.apply_async(**ingest_message_args(refs, "replayed"))
 
 
 def build_runtime(settings: Settings, client: redis.Redis | None = None) -> pipeline.Runtime:
     """The pipeline's dependencies for this process, from settings (and a Redis client)."""
     api_key = settings.leadlex_api_key.get_secret_value() if settings.leadlex_api_key else ""
+    client = client or redis.Redis.from_url(settings.redis_url, health_check_interval=30)
     extra: dict[str, Any] = {"seam": runtime_seam} if runtime_seam is not None else {}
     return pipeline.Runtime(
         settings=settings,
-        redis=client or redis.Redis.from_url(settings.redis_url, health_check_interval=30),
+        redis=client,
         mapping=load_mapping(settings.mapping_file, settings.default_phone_region),
         client_factory=lambda: shared_client(
             settings.leadlex_base_url, api_key, settings.leadlex_timeout_seconds
         ),
         dispatch_flush=_dispatch_flush,
-        dispatch_ingest=_dispatch_ingest,
+        dispatch_ingest=functools.partial(_dispatch_ingest, client),
         lease_seconds=settings.flush_lease_seconds,
         **extra,
     )
@@ -73,16 +93,68 @@ def runtime() -> pipeline.Runtime:
     return _runtime
 
 
-@worker_init.connect
-def on_worker_init(**_: Any) -> None:
-    """Validate settings and the mapping file before the worker takes any message."""
+# Settings and the mapping file are validated before a worker or beat starts by the app's
+# loader (worker.preflight.Loader): one line naming the variable, exit status 2.
+
+# ---- presence: which queues have a live consumer (worker.presence) ----------------------
+_presence: dict[str, Any] = {}
+
+
+def _presence_client() -> redis.Redis:
+    client = _presence.get("client")
+    if client is None:
+        url = load_settings(require_leadlex=False).redis_url
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        _presence["client"] = client
+    return client
+
+
+@worker_ready.connect
+def on_worker_ready(sender: Any = None, **_: Any) -> None:
+    """Announce the queues this worker consumes and the limits it runs with."""
     try:
+        queues = [q.name for q in sender.task_consumer.queues]
+        _presence.update(hostname=str(sender.hostname), queues=queues)
         settings = load_settings()
-        load_mapping(settings.mapping_file, settings.default_phone_region)
-    except (SettingsError, MappingError) as err:
-        print(f"leadlex-sync: {err}", file=sys.stderr)
-        sys.stderr.flush()
-        os._exit(2)
+        client = _presence_client()
+        presence.announce(client, _presence["hostname"], queues)
+        presence.record_limits(
+            client,
+            settings.rate_per_minute,
+            settings.daily_limit,
+            presence.limits_origin(settings),
+        )
+    except Exception:
+        log.warning("could not announce this worker's queues", exc_info=True)
+
+
+@heartbeat_sent.connect
+def on_heartbeat(**_: Any) -> None:
+    """Every Celery heartbeat (2 s) keeps this worker's queue entries alive."""
+    if "queues" not in _presence:
+        return
+    try:
+        presence.announce(_presence_client(), _presence["hostname"], _presence["queues"])
+    except redis.RedisError:
+        log.debug("presence heartbeat failed", exc_info=True)
+
+
+@worker_shutdown.connect
+def on_worker_shutdown(**_: Any) -> None:
+    if "queues" not in _presence:
+        return
+    try:
+        presence.withdraw(_presence_client(), _presence["hostname"], _presence["queues"])
+    except redis.RedisError:
+        log.debug("presence withdraw failed", exc_info=True)
+
+
+@beat_init.connect
+def on_beat_init(sender: Any = None, **_: Any) -> None:
+    """Beat sends periodic housekeeping: no "task-sent" events for it, so it does not fill
+    Flower's task list (a periodic task that should show there still reports from the
+    worker unless it is in HOUSEKEEPING_TASKS, which also run with send_events=False)."""
+    app.conf.task_send_sent_event = False
 
 
 @worker_process_init.connect
@@ -101,11 +173,16 @@ class _Task(Task):
 
 
 @app.task(name="leadlex_sync.ingest_batch", base=_Task, bind=True, acks_on_failure_or_timeout=False)
-def ingest_batch(self: Task, events: list[dict[str, Any]]) -> dict[str, int]:
-    """Ingest a batch of ChangeEvent dicts (one receiver request)."""
+def ingest_batch(self: Task, events: list[str | dict[str, Any]]) -> dict[str, int]:
+    """Ingest a batch of events (one receiver request): fingerprints of inbox records, or
+    (messages queued before the upgrade) ChangeEvent dicts."""
     rt = runtime()
     outcomes: dict[str, int] = {}
-    for data in events:
+    for data in load_events(rt.redis, events):
+        if data is None:  # its inbox record is gone: it was already taken in
+            rt.metrics.incr("events_deduped", source="other")
+            outcomes["duplicate"] = outcomes.get("duplicate", 0) + 1
+            continue
         try:
             event = ChangeEvent.from_dict(data)
             outcome = pipeline.ingest(rt, event)
@@ -132,12 +209,19 @@ def flush_contact(self: Task, contact: str) -> str:
     return pipeline.flush(runtime(), contact).outcome
 
 
-@app.task(name="leadlex_sync.pump", base=_Task, bind=True)
+# Housekeeping every second: no task events, so Flower lists the syncs people came to see.
+@app.task(
+    name="leadlex_sync.pump",
+    base=_Task,
+    bind=True,
+    send_events="leadlex_sync.pump" not in HOUSEKEEPING_TASKS,
+)
 def pump(self: Task) -> int:
     """Periodic (beat, every second): dispatch due flushes, probe an open circuit, enqueue
     again acknowledged events the broker lost, retry parked lookups, and settle creates
     whose answer was lost."""
     rt = runtime()
+    presence.pump_ran(rt.redis)
     dispatched = pipeline.pump(rt)
     pipeline.recover_lost(rt)
     pipeline.retry_unresolved(rt)

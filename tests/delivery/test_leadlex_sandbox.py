@@ -155,10 +155,16 @@ def test_budget_follows_the_server_count(
 
 
 def test_api_key_not_logged_over_real_http(
-    sandbox: SandboxServer, caplog: pytest.LogCaptureFixture
+    sandbox: SandboxServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With httpx/httpcore debug logging on, no log record contains the API key."""
     caplog.set_level(logging.DEBUG)
+    # Whatever an earlier test's logging set-up did to these loggers, they log here.
+    for name in ("httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "disabled", False)
+        monkeypatch.setattr(logger, "propagate", True)
+        caplog.set_level(logging.DEBUG, logger=name)
     with LeadLexClient(sandbox.base_url, KEY, timeout=5.0) as c:
         c.get_contact(JANE["id"])
         with pytest.raises(ContactNotFoundError):

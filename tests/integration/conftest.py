@@ -19,6 +19,7 @@ import pytest
 from cli.devmode import venv_bin
 from leadlex_sandbox import SandboxConfig, SandboxServer
 from tests.integration.support import API_KEY, HUBSPOT_SECRET, PUBLIC_BASE
+from worker.celery_app import QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,9 +120,17 @@ class WorkerProcess:
     """A `celery -A worker worker` subprocess (threads pool: SIGKILL takes all of it)."""
 
     def __init__(
-        self, env: dict[str, str], name: str, *, beat: bool, log_dir: Path, app: str = "worker"
+        self,
+        env: dict[str, str],
+        name: str,
+        *,
+        beat: bool,
+        log_dir: Path,
+        queues: tuple[str, ...] | None = QUEUES,
+        app: str = "worker",
     ) -> None:
         self.env = env
+        self.queues = queues
         self.app = app
         self.name = name
         self.beat = beat
@@ -131,7 +140,8 @@ class WorkerProcess:
 
     def start(self, timeout: float = 30.0) -> WorkerProcess:
         argv = [
-            venv_bin("celery"), "-A", self.app, "worker", "-Q", "ingest,flush,control",
+            venv_bin("celery"), "-A", self.app, "worker",
+            *(["-Q", ",".join(self.queues)] if self.queues is not None else []),
             "-P", "threads", "-c", "4", "-n", f"{self.name}@%h", "-l", "INFO",
             "--without-gossip", "--without-mingle",
         ]
@@ -186,13 +196,20 @@ def workers(
     tmp = Path(tempfile.mkdtemp(prefix="lls-workers-"))
 
     def start(
-        name: str | None = None, *, beat: bool | None = None, app: str = "worker", **env: str
+        name: str | None = None,
+        *,
+        beat: bool | None = None,
+        queues: tuple[str, ...] | None = QUEUES,
+        app: str = "worker",
+        **env: str,
     ) -> WorkerProcess:
+        """`queues=None` starts the plain `celery -A worker worker` (no -Q)."""
         proc = WorkerProcess(
             worker_env(redis_url, sandbox, **env),
             name or f"w{len(started) + 1}",
             beat=(not started) if beat is None else beat,
             log_dir=tmp,
+            queues=queues,
             app=app,
         )
         started.append(proc)
@@ -217,6 +234,7 @@ def receiver(redis_url: str, sandbox: Sandbox) -> Any:
             "HUBSPOT_CLIENT_SECRET": HUBSPOT_SECRET,
             "PUBLIC_BASE_URL": PUBLIC_BASE,
             "SALESFORCE_ORG_IDS": "00D5g000004XmPqEAK",
+            "SALESFORCE_TOKEN": "sf-Qm3vT8xK2pLw9ZrB4nYc7HdJ6sFa1Ge5",
             "GENERIC_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         },
         require_leadlex=False,

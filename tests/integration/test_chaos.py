@@ -33,6 +33,7 @@ import redis
 from tests.integration.conftest import Sandbox
 from tests.integration.support import API_KEY, hs_change, now_ms, post_hubspot
 from worker import pipeline
+from worker.celery_app import QUEUE_INGEST
 from worker.events import ChangeEvent
 from worker.leadlex import LeadLexClient
 from worker.mapping import load_mapping
@@ -130,7 +131,7 @@ def test_acknowledged_events_the_broker_lost_are_enqueued_again(
         receiver, [hs_change(501, "jobtitle", "CTO", t), hs_change(501, "company", "Acme", t)]
     )
     client = redis.Redis.from_url(redis_url)
-    assert client.delete("ingest") == 1  # the broker lost the only message
+    assert client.delete(QUEUE_INGEST) == 1  # the broker lost the only message
     client.close()
     sent: list[dict[str, Any]] = []
     rt.dispatch_ingest = sent.extend

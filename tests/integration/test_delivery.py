@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from leadlex_sandbox.validation import phone_problem
 from tests.integration.conftest import Sandbox
 from tests.integration.support import API_KEY, hs_change, now_ms, post_hubspot, wait_for
+from worker.celery_app import QUEUES
 from worker.deadletter import DeadLetters
 from worker.leadlex import RateInfo
 from worker.ratelimit import Budget, Circuit
@@ -29,7 +30,7 @@ from worker.state import State
 
 WINDOW = 6.0  # seconds that stand in for LeadLex's minute in these tests
 VISIBILITY_TIMEOUT = 12.0  # VISIBILITY_TIMEOUT_SECONDS of the test workers (conftest)
-BROKER_QUEUES = ("ingest", "flush", "control")
+BROKER_QUEUES = QUEUES
 
 
 # ---- helpers -------------------------------------------------------------------------------

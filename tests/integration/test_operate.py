@@ -24,9 +24,14 @@ from worker.ratelimit import Circuit
 def test_dev_mode_runs_everything_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
     """`leadlex-sync dev` with no Redis and no LeadLex key syncs a sample; Ctrl-C stops all."""
     port, sandbox_port, dead_redis = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LEADLEX_", "HUBSPOT_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LEADLEX_", "HUBSPOT_")) and k != "REDIS_URL"
+    }
     env.update(
-        REDIS_URL=f"redis://127.0.0.1:{dead_redis}/0",
+        # Nothing answers at the default address (test-only variable, worker/settings.py).
+        LLS_TEST_DEFAULT_REDIS_ADDRESS=f"127.0.0.1:{dead_redis}",
         SANDBOX_PORT=str(sandbox_port),
         PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
         LOG_FORMAT="json",
@@ -43,7 +48,7 @@ def test_dev_mode_runs_everything_and_ctrl_c_leaves_nothing(tmp_path: Path) -> N
     try:
         wait_for(lambda: b"leadlex-sync is running" in (tmp_path / "dev.out").read_bytes(), 60)
         text = (tmp_path / "dev.out").read_text()
-        assert "started an embedded one" in text
+        assert "REDIS_URL is not set, so dev mode runs its own" in text
         assert f"POST http://127.0.0.1:{port}/webhooks/hubspot" in text
         match = re.search(r"hubspot 101\s+-> (\S+)", text)
         assert match, text
@@ -76,6 +81,18 @@ def test_dev_mode_runs_everything_and_ctrl_c_leaves_nothing(tmp_path: Path) -> N
             ),
             timeout=30,
         )
+        # Salesforce in dev mode: a dev token, which send-sample from another shell knows too.
+        sf = subprocess.run(
+            [cli, "send-sample", "salesforce", "--url", f"http://127.0.0.1:{port}"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert sf.returncode == 0, sf.stdout + sf.stderr
+        assert "HTTP 200" in sf.stdout
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)

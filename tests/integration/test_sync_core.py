@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from tests.integration.conftest import Sandbox
 from tests.integration.support import hs_change, link, now_ms, post_hubspot, wait_for
+from worker.celery_app import QUEUE_INGEST
 from worker.deadletter import DeadLetters
 
 
@@ -31,9 +32,11 @@ def test_signed_batch_with_two_changes_updates_the_linked_contact(
         [hs_change(501, "jobtitle", "CTO", t), hs_change(501, "company", "Engines Ltd", t + 1)],
     )
     contact = wait_for(
-        lambda: (c := sandbox.contact(cid))["job_title"] == "CTO"
-        and c["company_name"] == "Engines Ltd"
-        and c
+        lambda: (
+            (c := sandbox.contact(cid))["job_title"] == "CTO"
+            and c["company_name"] == "Engines Ltd"
+            and c
+        )
     )
     assert contact["full_name"] == "Ada Lovelace"
     patches = sandbox.patches(cid)
@@ -173,13 +176,13 @@ def test_kill9_with_staged_and_inflight_changes_loses_nothing(
     sandbox.faults(latency_ms=0)
     workers("second", beat=True)
     for oid, cid in ids.items():
-        wait_for(lambda cid=cid, oid=oid: sandbox.contact(cid)["job_title"] == f"Title {oid}",
-                 timeout=60)
+        wait_for(
+            lambda cid=cid, oid=oid: sandbox.contact(cid)["job_title"] == f"Title {oid}", timeout=60
+        )
 
 
 def test_unlinked_event_is_parked_and_replayed_after_links_import(
-    receiver: Any, sandbox: Sandbox, workers: Any, redis_url: str, tmp_path: Path,
-    monkeypatch: Any
+    receiver: Any, sandbox: Sandbox, workers: Any, redis_url: str, tmp_path: Path, monkeypatch: Any
 ) -> None:
     """An event for an unlinked record waits, then applies once `links import` links it."""
     from cli import main
@@ -220,3 +223,43 @@ def test_invalid_email_is_dead_lettered_and_other_fields_still_go(
     assert letters[0].details["field"] == "email"
     assert letters[0].contact == cid
     assert json.dumps(letters[0].payload).count("not-an-email") == 1
+
+
+def test_ingest_message_of_the_old_shape_is_still_taken_in(
+    sandbox: Sandbox, workers: Any, redis_url: str
+) -> None:
+    """An ingest message queued before the upgrade (event dicts, not refs) still updates LeadLex,
+    and one carrying a ref whose inbox record is gone counts as a duplicate."""
+    from worker.celery_app import app as celery_app
+    from worker.events import ChangeEvent, fingerprint
+
+    cid = sandbox.seed(full_name="Mary Jackson")
+    link(redis_url, "hubspot", "509", cid)
+    workers()
+    t = now_ms()
+    event = ChangeEvent(
+        source="hubspot",
+        account="7070707",
+        object_type="contact",
+        object_id="509",
+        kind="update",
+        occurred_at_ms=t,
+        fingerprint=fingerprint("old-shape", t),
+        event_id="old-1",
+        changes={"jobtitle": "Engineer"},
+        received_at_ms=t,
+    )
+    celery_app.conf.broker_url = redis_url
+    with celery_app.connection_for_write(redis_url) as conn:
+        celery_app.send_task(
+            "leadlex_sync.ingest_batch",
+            args=[[event.to_dict()]],
+            queue=QUEUE_INGEST,
+            connection=conn,
+        )
+        celery_app.send_task(
+            "leadlex_sync.ingest_batch", args=[["0" * 32]], queue=QUEUE_INGEST, connection=conn
+        )
+    wait_for(lambda: sandbox.contact(cid)["job_title"] == "Engineer")
+    client = redis.Redis.from_url(redis_url)
+    wait_for(lambda: client.hget("lls:metrics:counters", '["events_deduped","other"]'))

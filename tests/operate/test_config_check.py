@@ -14,7 +14,7 @@ from worker.settings import Settings
 SECRETS = {
     "LEADLEX_API_KEY": "wbk_live_checkme0123456789",
     "HUBSPOT_CLIENT_SECRET": "hs-secret-checkme-42",
-    "SALESFORCE_TOKEN": "sf-token-checkme-42",
+    "SALESFORCE_TOKEN": "sf-token-checkme-42-Xq7vB2nL9wR4tY6u",
     "GENERIC_WEBHOOK_SECRET": "whsec_Y2hlY2ttZS1nZW5lcmljLXNlY3JldA==",
 }
 
@@ -71,7 +71,7 @@ def test_valid_config_prints_masked_secrets_and_never_their_values() -> None:
         **SECRETS,
         "LEADLEX_PLAN": "pro",
         "REDIS_URL": "redis://:redis-pw-checkme@127.0.0.1:6379/0",
-        "SALESFORCE_ORG_IDS": "00D000000000DEVEAA",
+        "SALESFORCE_ORG_IDS": "00D000000000DEVEA2",
     }
     result = run_check(env)
     assert result.exit_code == 0, result.output

@@ -31,7 +31,7 @@ PROCESS_VARS = {
 # Set by the container runtime itself, never by us (the worker healthcheck's node name).
 CONTAINER_VARS = {"HOSTNAME"}
 APP_SERVICES = ("web", "worker", "beat", "flower")
-QUEUES = {"ingest", "flush", "control"}
+QUEUES = {"lls.ingest", "lls.flush", "lls.control"}
 
 
 def aliases() -> set[str]:
@@ -120,9 +120,10 @@ def env_example() -> dict[str, str]:
 
 # ---- docker-compose.yml -----------------------------------------------------------------------
 def test_compose_has_every_service_and_sandbox_behind_a_profile() -> None:
-    """Compose defines redis, web, worker, beat, flower, and the simulator only under `sandbox`."""
+    """Compose defines proxy, redis, web, worker, beat, flower, and the simulator only under
+    `sandbox`."""
     services = compose()["services"]
-    assert set(services) == {"redis", *APP_SERVICES, "sandbox"}
+    assert set(services) == {"proxy", "redis", *APP_SERVICES, "sandbox"}
     assert services["sandbox"]["profiles"] == ["sandbox"]
     for name in ("redis", *APP_SERVICES):
         assert "profiles" not in services[name], name
@@ -187,6 +188,28 @@ def test_compose_variables_are_settings_or_documented_process_variables() -> Non
     assert used, "expected some variables"
     unknown = used - aliases() - PROCESS_VARS - CONTAINER_VARS
     assert not unknown, f"undocumented variables in docker-compose.yml: {sorted(unknown)}"
+
+
+def test_compose_publishes_only_the_buffering_proxy_in_front_of_the_receiver() -> None:
+    """Caddy is the only service published on all interfaces; gunicorn is reached through it,
+    and the Caddyfile buffers whole requests with read timeouts and forwards no /metrics."""
+    services = compose()["services"]
+    proxy = services["proxy"]
+    assert proxy["image"].startswith("caddy:2")
+    assert sorted(proxy["ports"]) == ["443:443", "80:80"]
+    assert "./deploy/Caddyfile:/etc/caddy/Caddyfile:ro" in proxy["volumes"]
+    assert "ports" not in services["web"]
+    for name, svc in services.items():
+        if name != "proxy":
+            assert all(str(p).startswith("127.0.0.1:") for p in svc.get("ports", [])), name
+    caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
+    assert "{$PUBLIC_BASE_URL}" in caddyfile
+    assert "request_buffers 1MB" in caddyfile
+    assert "reverse_proxy web:{$PORT:8000}" in caddyfile
+    for timeout in ("read_header 10s", "read_body 10s"):
+        assert timeout in caddyfile
+    forwarded = next(line for line in caddyfile.splitlines() if "@receiver path" in line)
+    assert "/metrics" not in forwarded
 
 
 # ---- .env.example -------------------------------------------------------------------------
@@ -256,9 +279,11 @@ def test_procfile_passes_honcho_check() -> None:
 
 # ---- Dockerfile ---------------------------------------------------------------------------
 def test_dockerfile_installs_without_dev_extras_and_runs_unprivileged() -> None:
-    """The image is python:3.12-slim, installs the project without extras, runs as non-root."""
+    """The image is python:3.11-slim (what CI tests), installs without extras, runs as non-root."""
     text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.12-slim\b", text, re.M)
+    froms = re.findall(r"^FROM python:(\S+)", text, re.M)
+    assert froms
+    assert all(v == "3.11-slim" for v in froms)
     assert "pip wheel --wheel-dir /wheels ." in text
     assert "[test]" not in text
     assert "[bench]" not in text

@@ -23,7 +23,9 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-@pytest.mark.parametrize("value", ["", "justauser", "ops:pw,broken"])
+@pytest.mark.parametrize(
+    "value", ["", "justauser", "ops:pw,broken", "admin:", ":justapassword", "ops:pw, admin: "]
+)
 def test_refuses_to_start_without_user_password(env: pytest.MonkeyPatch, value: str) -> None:
     """Without a user:password list the config file exits with one line naming the variable."""
     env.setenv("FLOWER_BASIC_AUTH", value)

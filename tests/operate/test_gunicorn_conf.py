@@ -16,7 +16,7 @@ from tests.operate.conftest import ROOT
 from worker.logs import access_fields, strip_query
 
 CONF = ROOT / "deploy" / "gunicorn.conf.py"
-TOKEN = "sf-shared-token-4242"
+TOKEN = "sf-shared-token-4242-Qx7Lm2Vb9Zr4Kp8N"
 
 
 @pytest.fixture
@@ -52,10 +52,12 @@ def salesforce_environ() -> dict[str, str]:
 
 
 def test_conf_reads_port_and_concurrency_from_the_environment(conf: dict[str, Any]) -> None:
-    """bind follows $PORT, workers $WEB_CONCURRENCY; gthread with bounded timeouts."""
+    """bind follows $PORT, workers $WEB_CONCURRENCY; the buffering worker, bounded timeouts."""
     assert conf["bind"] == "0.0.0.0:9123"
     assert conf["workers"] == 3
-    assert conf["worker_class"] == "gthread"
+    assert conf["worker_class"] == "webhook_app.serving.BufferingWorker"
+    assert conf["threads"] >= 1
+    assert conf["worker_connections"] >= 64
     assert 0 < conf["graceful_timeout"] <= conf["timeout"] <= 60
     assert conf["accesslog"] == "-"
     assert issubclass(conf["logger_class"], glogging.Logger)
@@ -75,12 +77,15 @@ def test_every_conf_name_is_a_gunicorn_setting(conf: dict[str, Any]) -> None:
     settings = Config().settings
     public = {k for k in conf if not k.startswith("_") and k.islower()}
     helpers = {"annotations", "glogging", "logging", "os", "access_fields",
-               "configure_logging", "options_from_env"}
+               "configure_logging", "options_from_env", "timedelta"}
     assert public - helpers <= set(settings), public - helpers - set(settings)
     cfg = Config()
     for name in public - helpers:
         cfg.set(name, conf[name])  # validates each value as gunicorn would
-    assert cfg.worker_class_str == "gthread"
+    assert cfg.worker_class_str == "webhook_app.serving.BufferingWorker"
+    from webhook_app.serving import BufferingWorker
+
+    assert cfg.worker_class is BufferingWorker
 
 
 def test_strip_query() -> None:

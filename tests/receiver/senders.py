@@ -17,6 +17,8 @@ from webhook_app.signatures import (
     standard_webhooks_signature,
     whsec_key,
 )
+from worker.celery_app import QUEUE_INGEST
+from worker.handoff import load_events
 from worker.settings import Settings, load_settings
 
 PAYLOADS = Path(__file__).resolve().parent.parent / "payloads"
@@ -26,7 +28,7 @@ PUBLIC_BASE_URL = "https://hooks.example.net"
 HUBSPOT_PATH = "/webhooks/hubspot"
 ORG_18 = "00D5g000004XmPqEAK"
 ORG_15 = "00D5g000004XmPq"
-SALESFORCE_TOKEN = "sf-shared-token-0000"
+SALESFORCE_TOKEN = "sf-Qm3vT8xK2pLw9ZrB4nYc7HdJ6sFa1Ge5"
 GENERIC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 GENERIC_SECRET_OLD = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYX"
 
@@ -38,6 +40,9 @@ def make_settings(redis_url: str, **overrides: str) -> Settings:
         "HUBSPOT_CLIENT_SECRET": HUBSPOT_SECRET,
         "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
         "SALESFORCE_ORG_IDS": ORG_15,
+        # Most receiver tests post Salesforce messages without ?token=; the token's own
+        # tests (and tests/security/) set SALESFORCE_TOKEN instead.
+        "SALESFORCE_ALLOW_UNAUTHENTICATED": "true",
         "GENERIC_WEBHOOK_SECRET": GENERIC_SECRET,
         **overrides,
     }
@@ -121,13 +126,24 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-def ingest_batches(client: redis.Redis) -> list[list[dict[str, Any]]]:
-    """The event lists of every `leadlex_sync.ingest_batch` message on the `ingest` queue."""
+def ingest_refs(client: redis.Redis) -> list[list[Any]]:
+    """The argument of every `leadlex_sync.ingest_batch` message on the `ingest` queue."""
     batches = []
-    for raw in reversed(client.lrange("ingest", 0, -1)):  # LPUSH: newest first
+    for raw in reversed(client.lrange(QUEUE_INGEST, 0, -1)):  # LPUSH: newest first
         message = json.loads(raw)
         assert message["headers"]["task"] == "leadlex_sync.ingest_batch"
         args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
         assert kwargs == {}
         batches.append(args[0])
+    return batches
+
+
+def ingest_batches(client: redis.Redis) -> list[list[dict[str, Any]]]:
+    """The event lists of every ingest message, read as the worker does (refs -> inbox)."""
+    batches = []
+    for refs in ingest_refs(client):
+        assert all(isinstance(ref, str) for ref in refs), "ingest messages carry refs only"
+        events = load_events(client, refs)
+        assert None not in events, "every ref names an inbox record"
+        batches.append([e for e in events if e is not None])
     return batches

@@ -7,6 +7,7 @@ import redis
 from flask.testing import FlaskClient
 
 from tests.receiver.senders import payload
+from worker.celery_app import QUEUE_INGEST
 
 SF_PATH = "/webhooks/salesforce"
 XML = {"Content-Type": "text/xml; charset=utf-8"}
@@ -29,7 +30,7 @@ def test_unknown_xml_encoding_is_a_400_fault(
     assert response.headers["Content-Type"] == "text/xml; charset=utf-8"
     assert b"<soapenv:Fault>" in response.data
     assert b"malformed_xml" in response.data
-    assert redis_client.llen("ingest") == 0
+    assert redis_client.llen(QUEUE_INGEST) == 0
     assert client.get("/healthz").status_code == 200
 
 
@@ -44,4 +45,4 @@ def test_outbound_message_with_mangled_encoding_is_a_400_fault(
     response = client.post(SF_PATH, data=body, headers=XML)
     assert response.status_code == 400, response.data[:300]
     assert b"<soapenv:Fault>" in response.data
-    assert redis_client.llen("ingest") == 0
+    assert redis_client.llen(QUEUE_INGEST) == 0

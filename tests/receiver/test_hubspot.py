@@ -25,6 +25,7 @@ from tests.receiver.senders import (
 )
 from webhook_app import create_app
 from webhook_app.sources.hubspot import parse_event
+from worker.celery_app import QUEUE_INGEST
 from worker.deadletter import DeadLetters
 from worker.events import ChangeEvent, fingerprint
 from worker.metrics import Metrics
@@ -52,8 +53,8 @@ def test_valid_batch_is_one_message_with_every_event(
     }
     [batch] = ingest_batches(redis_client)
     assert len(batch) == 100
-    headers = json.loads(redis_client.lindex("ingest", 0))["headers"]
-    assert headers["argsrepr"] == "[<100 hubspot change events>]"  # no contact data in Flower
+    headers = json.loads(redis_client.lindex(QUEUE_INGEST, 0))["headers"]
+    assert headers["argsrepr"] == "[<100 hubspot event refs>]"  # no contact data in Flower
     first = ChangeEvent.from_dict(batch[0])
     assert first.source == "hubspot"
     assert first.account == "7070707"
@@ -63,16 +64,28 @@ def test_valid_batch_is_one_message_with_every_event(
     assert first.occurred_at_ms == 1760000000123
     assert first.received_at_ms > 0
     assert first.fingerprint == fingerprint(
-        "hubspot", 7070707, 2101, 0, 1760000000123, "contact.propertyChange", 50000, "jobtitle"
+        "hubspot",
+        "7070707",
+        "contact",
+        "update",
+        "50000",
+        1760000000123,
+        "jobtitle",
+        "Head of Procurement",
+        "",
     )
     assert Metrics(redis_client).value("events_enqueued", source="hubspot") == 100
     assert Metrics(redis_client).value("webhooks_received", source="hubspot") == 1
 
 
-def test_sample_batch_with_v1_only(client: FlaskClient, redis_client: redis.Redis) -> None:
-    """The §1.7 sample, signed v1 only (as the Webhooks API does), maps all three events."""
+def test_sample_batch_with_v1_only(redis_url: str, redis_client: redis.Redis) -> None:
+    """The §1.7 sample, signed v1 only, maps all three events once v1 is opted into."""
     body = payload("hubspot", "sample-batch.json")
-    response = post(client, body, hubspot_v1_headers(body))
+    app = create_app(make_settings(redis_url, HUBSPOT_SIGNATURE_VERSIONS="v3,v1"))
+    try:
+        response = post(app.test_client(), body, hubspot_v1_headers(body))
+    finally:
+        close_app(app)
     assert response.status_code == 200, response.json
     [batch] = ingest_batches(redis_client)
     kinds = [(e["kind"], e["object_id"], e["merged_ids"]) for e in batch]
@@ -142,7 +155,12 @@ def test_mixed_batch_dead_letters_the_bad_event(
 ) -> None:
     """An invalid event in a good batch goes to the DLQ with its field; the others are enqueued."""
     bad = hubspot_event(eventId=2, occurredAt="yesterday")
-    events = [hubspot_event(eventId=1), bad, hubspot_event(eventId=3), "not an object"]
+    events = [
+        hubspot_event(eventId=1),
+        bad,
+        hubspot_event(eventId=3, propertyValue="General Counsel"),
+        "not an object",
+    ]
     body = dumps(events)
     response = post(client, body, hubspot_v3_headers(body))
     assert response.status_code == 200

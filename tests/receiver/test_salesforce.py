@@ -94,14 +94,32 @@ def test_leads_nils_other_types_and_bad_notifications(
     assert "0035g00000XyZ78AAH" in letter.payload
 
 
-def test_fifteen_char_allow_list_matches_eighteen_char_id(redis_url: str) -> None:
-    """Org ids compare on 15 characters: an 18-char allow-list entry matches too."""
-    app = create_app(make_settings(redis_url, SALESFORCE_ORG_IDS="00D5g000004XmPqXYZ"))
+def test_eighteen_char_allow_list_matches_and_account_is_normal_form(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """An 18-char allow-list entry matches, and events carry the 18-char org id."""
+    app = create_app(make_settings(redis_url, SALESFORCE_ORG_IDS="00D5g000004XmPqEAK"))
     try:
         response = post(app.test_client(), payload("salesforce", "two-contacts.xml"))
         assert response.status_code == 200
     finally:
         close_app(app)
+    [batch] = ingest_batches(redis_client)
+    assert {e["account"] for e in batch} == {"00D5g000004XmPqEAK"}
+
+
+def test_org_id_with_a_wrong_checksum_is_a_400_client_fault(redis_url: str) -> None:
+    """An 18-char OrganizationId whose last 3 characters are not its checksum is refused."""
+    body = payload("salesforce", "two-contacts.xml").replace(
+        b"00D5g000004XmPqEAK", b"00D5g000004XmPqXYZ"
+    )
+    app = create_app(make_settings(redis_url))
+    try:
+        response = post(app.test_client(), body)
+    finally:
+        close_app(app)
+    assert response.status_code == 400
+    assert b"checksum" in response.data
 
 
 def test_unknown_org_is_a_403_client_fault(redis_url: str, redis_client: redis.Redis) -> None:

@@ -1,18 +1,22 @@
 """Salesforce outbound messages: `POST /webhooks/salesforce`, SOAP 1.1 `notifications`.
 
-Outbound messages are unsigned, so the checks are: SALESFORCE_ORG_IDS must be set (else
-403 `salesforce_not_configured`), `OrganizationId` must match one of them on its first
-15 characters (so 15- and 18-character ids both match), and when SALESFORCE_TOKEN is set
-the URL must carry `?token=<it>` (compared in constant time). The XML is parsed with
-defusedxml with DTDs, entities and external references forbidden, after the body-size
-limit.
+Outbound messages are unsigned and org ids are not secret (they appear in every
+Web-to-Lead form), so the checks are: SALESFORCE_ORG_IDS must be set (else 403
+`salesforce_not_configured`); the URL must carry `?token=<SALESFORCE_TOKEN>` (compared in
+constant time; settings refuse to start without a token unless
+SALESFORCE_ALLOW_UNAUTHENTICATED=true, for local tests only); `OrganizationId` must be a
+15- or 18-character id (an 18-character id's checksum is verified) whose 18-character
+form is in SALESFORCE_ORG_IDS. The XML is parsed with defusedxml with DTDs, entities and
+external references forbidden, after the body-size limit, and refused when nested deeper
+than MAX_XML_DEPTH.
 
 Each `Notification` (at most 100) becomes one `update` ChangeEvent: object_type from
 `xsi:type` (`sf:Contact` -> contact, `sf:Lead` -> lead; other types are counted as
 ignored), object_id = `sf:Id`, changes = every other field as text (`xsi:nil` -> None),
 occurred_at from LastModifiedDate else SystemModstamp, event_id = the notification Id,
-fingerprint("salesforce", OrganizationId, notification Id), account = OrganizationId as
-sent, whole_record = True (the message carries every selected field, changed or not, so the
+fingerprint("salesforce", org, notification Id) and account = org, where org is the
+18-character form of OrganizationId (one normal form, see worker.salesforce_ids);
+whole_record = True (the message carries every selected field, changed or not, so the
 worker stamps a field with LastModifiedDate only when its value changed). A malformed
 notification is dead-lettered (`invalid_event`, payload = its XML).
 
@@ -39,6 +43,7 @@ from webhook_app.errors import ReceiverError
 from webhook_app.intake import Receiver, Source, receive
 from worker.batch import Batch, InvalidEvent
 from worker.events import ChangeEvent, Changes, fingerprint
+from worker.salesforce_ids import SalesforceIdError, to_18
 from worker.settings import Settings
 
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -46,6 +51,10 @@ OUTBOUND_NS = "http://soap.sforce.com/2005/09/outbound"
 SOBJECT_NS = "urn:sobject.enterprise.soap.sforce.com"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 MAX_NOTIFICATIONS = 100
+# Envelope/Body/notifications/Notification/sObject/field is 6 deep; anything far deeper is
+# an attack on the recursive code that would later serialize it (dead letters).
+MAX_XML_DEPTH = 32
+MAX_FIELD_NAME = 255  # Salesforce API names are at most 40 (80 with namespaces)
 CONTENT_TYPE = "text/xml; charset=utf-8"
 
 # xsi:type of the sObject (without its prefix) -> our object_type.
@@ -88,8 +97,24 @@ def _is_nil(element: Element) -> bool:
     return element.get(_q(XSI_NS, "nil"), "").strip().lower() in {"true", "1"}
 
 
-def _org_ok(org: str) -> bool:
-    return len(org) in (15, 18) and org.isascii() and org.isalnum()
+def _depth_ok(root: Element) -> bool:
+    """True when no element is nested deeper than MAX_XML_DEPTH (iterative, no recursion)."""
+    stack = [(root, 1)]
+    while stack:
+        element, depth = stack.pop()
+        if depth > MAX_XML_DEPTH:
+            return False
+        stack.extend((child, depth + 1) for child in element)
+    return True
+
+
+def _xml_text(element: Element) -> str:
+    """The element's XML for a dead letter (depth is already bounded by _depth_ok)."""
+    try:
+        text = tostring(element, encoding="unicode")
+    except (RecursionError, ValueError):
+        return "<unserializable notification>"
+    return text
 
 
 def _iso_ms(value: str, name: str) -> int:
@@ -118,6 +143,13 @@ def _notifications(body: bytes) -> Element:
     except (ParseError, ValueError, RecursionError, LookupError):
         # LookupError: an XML declaration naming an encoding Python does not know.
         raise ReceiverError(400, "malformed_xml", "body is not well-formed XML") from None
+    if not _depth_ok(root):
+        raise ReceiverError(
+            400,
+            "xml_too_deep",
+            f"XML elements nest deeper than {MAX_XML_DEPTH} levels",
+            {"field": "$"},
+        )
     if root.tag != _q(SOAP_NS, "Envelope"):
         raise _bad("root element must be a SOAP 1.1 Envelope", "Envelope")
     soap_body = root.find(_q(SOAP_NS, "Body"))
@@ -159,10 +191,14 @@ def parse_notification(notification: Element, org: str, received_ms: int) -> Cha
         value = None if _is_nil(field) else (field.text or "")
         if name == "Id":
             object_id = (value or "").strip()
+        elif len(name) > MAX_FIELD_NAME:
+            raise InvalidEvent("sObject", f"a field name is longer than {MAX_FIELD_NAME}")
         else:
             changes[name] = value
     if not object_id:
         raise InvalidEvent("Id", "missing sObject Id")
+    if len(object_id) > 64:
+        raise InvalidEvent("Id", "the sObject Id is longer than 64 characters")
     time_field = next((f for f in TIME_FIELDS if changes.get(f)), None)
     if time_field is None:
         raise InvalidEvent("LastModifiedDate", "missing (and no SystemModstamp)")
@@ -184,11 +220,12 @@ def parse_notification(notification: Element, org: str, received_ms: int) -> Cha
 
 def _parse(receiver: Receiver, req: Request, body: bytes, received_ms: int) -> Batch:
     notifications = _notifications(body)
-    org = _text(notifications, "OrganizationId")
-    if org is None or not _org_ok(org):
-        raise _bad("OrganizationId is missing or not a 15/18-character id", "OrganizationId")
-    allowed = {o[:15] for o in receiver.settings.salesforce_org_ids}
-    if org[:15] not in allowed:
+    sent = _text(notifications, "OrganizationId")
+    try:
+        org = to_18(sent or "")
+    except SalesforceIdError as exc:
+        raise _bad(f"OrganizationId is missing or not an org id: {exc}", "OrganizationId") from None
+    if org not in receiver.settings.salesforce_org_ids:  # 18-character forms both
         raise ReceiverError(
             403, "unknown_organization", "OrganizationId is not in SALESFORCE_ORG_IDS"
         )
@@ -201,7 +238,7 @@ def _parse(receiver: Receiver, req: Request, body: bytes, received_ms: int) -> B
         try:
             result = parse_notification(item, org, received_ms)
         except InvalidEvent as exc:
-            batch.reject(tostring(item, encoding="unicode"), exc, index)
+            batch.reject(_xml_text(item), exc, index)
             continue
         if isinstance(result, str):
             batch.ignore(result)
@@ -222,7 +259,7 @@ def _configured(settings: Settings) -> None:
 
 def _authenticate(receiver: Receiver, req: Request, body: bytes) -> None:
     token = receiver.settings.salesforce_token
-    if token is None:
+    if token is None:  # only with SALESFORCE_ALLOW_UNAUTHENTICATED=true (settings check it)
         return
     given = req.args.get("token", "")
     if not hmac.compare_digest(
