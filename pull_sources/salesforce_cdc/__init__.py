@@ -1,0 +1,1 @@
+"""Salesforce Change Data Capture over the Pub/Sub API (placeholder docstring)."""

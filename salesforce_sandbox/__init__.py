@@ -1,0 +1,1 @@
+"""A local Salesforce Pub/Sub API for Change Data Capture (dev mode and tests)."""
