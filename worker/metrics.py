@@ -42,6 +42,15 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "leadlex_429": ("429 answers from LeadLex", ()),
     "flushes_parked": ("Flushes parked waiting for budget", ("reason",)),
     "notes_assumed_applied": ("Notes appends of lost outcome taken as applied", ()),
+    # Salesforce CDC subscriber (pull_sources/salesforce_cdc)
+    "cdc_events_received": ("Salesforce CDC events read from the Pub/Sub API", ("topic",)),
+    "cdc_events_filtered": ("CDC events left out by changeOrigin/commitUser", ("topic",)),
+    "cdc_gaps": ("CDC changes that must be resynced (gap, overflow, diff...)", ("cause",)),
+    "cdc_replay_resets": (
+        "Stored replay ids refused as too old; restarted at EARLIEST",
+        ("topic",),
+    ),
+    "cdc_stream_errors": ("Pub/Sub streams ended by an error", ("code",)),
 }
 
 # Buckets in seconds, for CRM-time -> LeadLex-200 latency.
