@@ -89,7 +89,9 @@ def demo_links(contacts: list[dict[str, Any]]) -> list[tuple[str, str, str, str]
     return rows
 
 
-def run_dev(*, port: int = 8000, flower: bool = True, flower_port: int = 5555) -> int:
+def run_dev(
+    *, port: int = 8000, flower: bool = True, flower_port: int = 5555, salesforce: str = "outbound"
+) -> int:
     """Start everything, print how to use it, and wait for Ctrl-C. Returns an exit code."""
     try:
         settings = load_settings(require_leadlex=False)
@@ -224,6 +226,11 @@ def run_dev(*, port: int = 8000, flower: bool = True, flower_port: int = 5555) -
         if not _wait_http(f"http://127.0.0.1:{port}/healthz"):
             print("leadlex-sync: the receiver did not start", file=sys.stderr)
             return 1
+        cdc_lines: list[str] = []
+        if salesforce == "cdc":  # Salesforce CDC: simulator + subscriber (cli/devmode_cdc.py)
+            from cli.devmode_cdc import start_cdc
+
+            cdc_lines = start_cdc(children, env, RUN_DIR)
 
         base = f"http://127.0.0.1:{port}"
         print()
@@ -234,6 +241,8 @@ def run_dev(*, port: int = 8000, flower: bool = True, flower_port: int = 5555) -
         print(f"  Health / metrics    {base}/readyz   {base}/metrics")
         if flower:
             print(f"  Flower              http://127.0.0.1:{flower_port}")
+        for line in cdc_lines:
+            print(line)
         if seeded:
             print("  Demo contacts in the simulator (linked to HubSpot records 101, 102, ...):")
             for i, c in enumerate(seeded):

@@ -15,11 +15,18 @@ from cli.context import (
 @click.option("--port", default=8000, show_default=True, help="Receiver port on 127.0.0.1.")
 @click.option("--flower/--no-flower", default=True, show_default=True, help="Start Flower.")
 @click.option("--flower-port", default=5555, show_default=True)
-def dev(port: int, flower: bool, flower_port: int) -> None:
+@click.option(
+    "--salesforce",
+    type=click.Choice(["outbound", "cdc"]),
+    default="outbound",
+    show_default=True,
+    help="cdc: also run the Salesforce Pub/Sub simulator and the CDC subscriber.",
+)
+def dev(port: int, flower: bool, flower_port: int, salesforce: str) -> None:
     """Run everything locally: Redis (embedded if none), simulator, receiver, worker, beat."""
     from cli.devmode import run_dev
 
-    sys.exit(run_dev(port=port, flower=flower, flower_port=flower_port))
+    sys.exit(run_dev(port=port, flower=flower, flower_port=flower_port, salesforce=salesforce))
 
 
 @main.command()

@@ -17,8 +17,21 @@ def salesforce() -> None:
     """Salesforce Change Data Capture over the Pub/Sub API."""
 
 
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+
+
 @salesforce.command()
-def subscribe() -> None:
+@click.option(
+    "--if-configured",
+    is_flag=True,
+    help="Idle (instead of failing) when SALESFORCE_INSTANCE_URL is not set: the Procfile's "
+    "`cdc` line uses it so a deployment without CDC keeps running.",
+)
+def subscribe(if_configured: bool) -> None:
     """Stream Contact/Lead change events (SALESFORCE_CDC_TOPICS) into the worker; runs until
     SIGTERM/Ctrl-C, resuming from the stored replay ids."""
     import httpx
@@ -34,6 +47,10 @@ def subscribe() -> None:
     from worker.handoff import Enqueuer
 
     settings = settings_or_exit()
+    if if_configured and settings.salesforce_instance_url is None:
+        click.echo("leadlex-sync: Salesforce CDC is not configured; idle", err=True)
+        _wait_for_signal()
+        return
     problem = settings.salesforce_cdc_problem()
     if problem:
         fail(problem, 2)

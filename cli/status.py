@@ -61,7 +61,15 @@ def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
         "circuit": {"open": circuit.open, "reason": circuit.reason, "detail": circuit.detail},
         "dead_letters": DeadLetters(client).count(),
         "links": state.count_links(),
+        "salesforce_cdc": _cdc_report(client),
     }
+
+
+def _cdc_report(client: redis.Redis) -> dict[str, Any]:
+    """Salesforce CDC: per `{org}:{topic}` the stored replay id's age and the last alert."""
+    from pull_sources.salesforce_cdc.replay_store import ReplayStore
+
+    return ReplayStore.overview(client)
 
 
 @main.command()
@@ -88,3 +96,12 @@ def status(as_json: bool) -> None:
     c = report["circuit"]
     click.echo("circuit    " + (f"OPEN ({c['reason']}): {c['detail']}" if c["open"] else "closed"))
     click.echo(f"dead letters {report['dead_letters']}; links {report['links']}")
+    for topic, cdc in sorted(report["salesforce_cdc"].items()):
+        position, alert = cdc.get("position") or {}, cdc.get("alert")
+        at = position.get("at")
+        stored = f"replay id stored {int(time.time() - at)}s ago" if at else "no replay id"
+        line = f"cdc        {topic}: {stored}"
+        if alert:
+            line += f"; ALERT {datetime.fromtimestamp(alert['at'], UTC):%Y-%m-%d %H:%M}Z: "
+            line += str(alert["message"])
+        click.echo(line)

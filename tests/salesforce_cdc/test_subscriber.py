@@ -6,7 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from click.testing import CliRunner
 
+from cli import main
 from pull_sources.salesforce_cdc.change_events import OriginFilter
 from pull_sources.salesforce_cdc.replay_store import ReplayStore
 from salesforce_sandbox.server import SalesforceSandbox
@@ -75,7 +77,7 @@ def test_restart_resumes_from_the_stored_replay_id_without_loss(
 
 
 def test_an_expired_replay_id_restarts_at_earliest_counts_the_gap_and_alerts(
-    salesforce: SalesforceSandbox, subscriber: Start, redis_client: redis.Redis
+    salesforce: SalesforceSandbox, subscriber: Start, redis_client: redis.Redis, redis_url: str
 ) -> None:
     """A stored replay id the server refuses as too old -> EARLIEST, a gap dead letter, a
     replay-reset metric and an alert; changes stored since still arrive."""
@@ -93,6 +95,9 @@ def test_an_expired_replay_id_restarts_at_earliest_counts_the_gap_and_alerts(
     alerts = ReplayStore.overview(redis_client)
     assert "too old" in alerts[f"{salesforce.config.org_id}:{CONTACTS}"]["alert"]["message"]
     run.stop()
+    shown = CliRunner().invoke(main, ["status"], env={"REDIS_URL": redis_url})
+    assert f"cdc        {salesforce.config.org_id}:{CONTACTS}: replay id stored" in shown.output
+    assert "ALERT" in shown.output
 
 
 def test_stream_errors_and_expired_tokens_are_survived(
