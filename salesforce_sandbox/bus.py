@@ -8,6 +8,7 @@ knob that simulates 72 hours passing), is "corrupted" for a subscription.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import secrets
@@ -54,12 +55,26 @@ class Bus:
         self.schema_texts: dict[str, str] = {}
         self.parsed: dict[str, Any] = {}
         self.topic_schema: dict[str, str] = {}
+        self.current: dict[str, dict[str, Any]] = {}  # topic -> its current schema (JSON)
         for topic, entity in schemas.TOPIC_ENTITIES.items():
-            text = schemas.schema_json(entity)
-            sid = schemas.schema_id(text)
-            self.schema_texts[sid] = text
-            self.parsed[sid] = fastavro.parse_schema(json.loads(text))
-            self.topic_schema[topic] = sid
+            self._use(topic, copy.deepcopy(schemas.SCHEMAS[entity]))
+
+    def _use(self, topic: str, schema: dict[str, Any]) -> str:
+        text = json.dumps(schema, separators=(",", ":"), sort_keys=True)
+        sid = schemas.schema_id(text)
+        self.schema_texts[sid] = text
+        self.parsed[sid] = fastavro.parse_schema(json.loads(text))
+        self.topic_schema[topic] = sid
+        self.current[topic] = schema
+        return sid
+
+    def add_field(self, topic: str, name: str) -> str:
+        """Schema drift: the admin adds a (nullable text) field; a new schema id serves the
+        topic's later events, and the old id stays readable. Returns the new id."""
+        with self._lock:
+            schema = copy.deepcopy(self.current[topic])
+            schema["fields"].append({"name": name, "type": ["null", "string"], "default": None})
+            return self._use(topic, schema)
 
     # ---- replay ids ----------------------------------------------------------------------
     def _encode(self, position: int) -> bytes:

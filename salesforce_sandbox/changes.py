@@ -37,9 +37,9 @@ def _compound_fields(schema: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-def locate(entity: str, name: str) -> tuple[str, str | None]:
+def locate(entity: str, name: str, schema: dict[str, Any] | None = None) -> tuple[str, str | None]:
     """Where an object field lives in the event: (top-level field, component or None)."""
-    schema = SCHEMAS[entity]
+    schema = schema or SCHEMAS[entity]
     top = [f["name"] for f in schema["fields"]]
     if name in top:
         return name, None
@@ -67,8 +67,11 @@ def body(
     transaction_key: str | None = None,
     sequence_number: int = 1,
     commit_number: int = 1,
+    schema: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    schema = SCHEMAS[entity]
+    """The Avro record of one change event (`schema`: the topic's current one, default
+    the base schema of `entity`)."""
+    schema = schema or SCHEMAS[entity]
     record: dict[str, Any] = {f["name"]: None for f in schema["fields"][1:]}
     changed: list[str] = []
     nulled_names: list[str] = []
@@ -78,7 +81,7 @@ def body(
         if change_type == "UPDATE":
             given.setdefault("LastModifiedDate", commit_timestamp)
         for name, value in given.items():
-            parent, child = locate(entity, name)
+            parent, child = locate(entity, name, schema)
             if child is None:
                 record[parent] = value
             else:
@@ -86,11 +89,13 @@ def body(
                 record[parent][child] = value
             changed.append(f"{parent}.{child}" if child else parent)
         for name in nulled:
-            parent, child = locate(entity, name)
+            parent, child = locate(entity, name, schema)
             if child is not None:
                 record[parent] = record[parent] or {}
             nulled_names.append(f"{parent}.{child}" if child else parent)
-        diff_names = [f"{p}.{c}" if c else p for p, c in (locate(entity, name) for name in diff)]
+        diff_names = [
+            f"{p}.{c}" if c else p for p, c in (locate(entity, name, schema) for name in diff)
+        ]
         # Compound records carry every component (null when not given).
         for parent, children in _compound_fields(schema).items():
             if isinstance(record[parent], dict):

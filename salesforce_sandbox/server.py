@@ -18,7 +18,8 @@ Enforced as Salesforce documents it (reference §3, §5):
 Knobs (POST /_sandbox/faults): `fail_subscribes` (the next N Subscribe calls fail with
 UNAVAILABLE), `fail_after_events` (the stream breaks with UNAVAILABLE once that many more
 events were delivered), `token_ttl_seconds`, `keepalive_seconds`, `idle_close_seconds`;
-POST /_sandbox/expire purges every stored event (replay ids issued before become too old).
+POST /_sandbox/expire purges every stored event (replay ids issued before become too old);
+POST /_sandbox/schema {topic, field} adds a field (schema drift: a new schema id).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class Stats:
     tokens_issued: int = 0
     events_delivered: int = 0
     keepalives: int = 0
+    schema_requests: int = 0
     presets: list[str] = field(default_factory=list)
 
 
@@ -105,6 +107,8 @@ class PubSubService(pb_grpc.PubSubServicer):
     # ---- unary ---------------------------------------------------------------------------
     def GetSchema(self, req: Any, context: grpc.ServicerContext) -> Any:
         self._auth(context)
+        with self.sb.lock:
+            self.sb.stats.schema_requests += 1
         text = self.sb.bus.schema_texts.get(req.schema_id)
         if text is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"unknown schema id {req.schema_id[:40]}")
@@ -289,6 +293,7 @@ class SalesforceSandbox:
             commit = self._commit
         kw.setdefault("commit_timestamp", int(time.time() * 1000))
         kw.setdefault("commit_number", commit)
+        kw["schema"] = self.bus.current[topic]
         body = change_bodies.body(entity, change_type, record_ids, kw.pop("values", None), **kw)
         return self.bus.publish(topic, body)
 
@@ -381,6 +386,14 @@ class SalesforceSandbox:
                     if name in knobs:
                         setattr(sb.config, name, float(knobs[name]))
             return jsonify({"ok": True})
+
+        @app.post("/_sandbox/schema")
+        def add_field() -> Any:
+            knobs = request.get_json(force=True, silent=True) or {}
+            topic, name = str(knobs.get("topic", "")), str(knobs.get("field", ""))
+            if topic not in sb.bus.topic_schema or not name.isidentifier():
+                return jsonify({"error": "give an existing topic and a field name"}), 400
+            return jsonify({"schema_id": sb.bus.add_field(topic, name)})
 
         @app.post("/_sandbox/expire")
         def expire() -> Any:

@@ -162,3 +162,24 @@ def test_the_replay_id_is_not_stored_when_the_hand_off_fails(
     (event,) = inbox_events(redis_client)
     assert event["changes"]["Title"] == "x"
     run.stop()
+
+
+def test_schema_drift_fetches_the_new_schema_by_id(
+    salesforce: SalesforceSandbox, subscriber: Start, redis_client: redis.Redis
+) -> None:
+    """After a field is added (new schema id), the subscriber fetches that schema once and
+    decodes both old and new events."""
+    run = subscriber(initial_replay="earliest", topics=(CONTACTS,))
+    salesforce.emit("Contact", "UPDATE", ["003A"], values={"Title": "old schema"})
+    wait_for(lambda: len(inbox_events(redis_client)) == 1)
+    old_id = salesforce.bus.topic_schema[CONTACTS]
+    new_id = salesforce.bus.add_field(CONTACTS, "Region__c")
+    assert new_id != old_id
+    salesforce.emit("Contact", "UPDATE", ["003B"], values={"Region__c": "EMEA"})
+    salesforce.emit("Contact", "UPDATE", ["003C"], values={"Region__c": "APAC", "Title": "x"})
+    wait_for(lambda: len(inbox_events(redis_client)) == 3)
+    events = {e["object_id"]: e["changes"] for e in inbox_events(redis_client)}
+    assert events["003B"]["Region__c"] == "EMEA"
+    assert events["003C"]["Region__c"] == "APAC"
+    assert salesforce.stats.schema_requests == 2  # one per schema id, then cached
+    run.stop()
