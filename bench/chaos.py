@@ -142,6 +142,7 @@ class Profile:
     coalesce: float = 1.0
     visibility: int = 20
     lease: float = 6.0
+    salesforce: str = "outbound"  # or "cdc": Salesforce edits as Pub/Sub change events
 
     @property
     def hard_bound(self) -> int:
@@ -181,6 +182,7 @@ def make_profile(args: argparse.Namespace) -> Profile:
         if value is not None:
             setattr(base, name, value)
     base.seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
+    base.salesforce = getattr(args, "salesforce_source", None) or "outbound"
     if base.events < 10 or base.contacts < 2 or base.seconds < 10:
         raise SystemExit("chaos: need --events >= 10, --contacts >= 2, --seconds >= 10")
     return base
@@ -482,8 +484,9 @@ def iso_ms(ts: int) -> str:
 class World:
     """Generates CRM edits: per record strictly increasing, globally unique CRM times."""
 
-    def __init__(self, rng: random.Random, contacts: int) -> None:
+    def __init__(self, rng: random.Random, contacts: int, cdc: bool = False) -> None:
         self.rng = rng
+        self.cdc = cdc  # Salesforce edits as CDC events (changed fields only)
         self.records: list[Record] = []
         for c in range(contacts):
             self._add(Record(len(self.records), "hubspot", str(500_000 + c), c, f"h{c}"))
@@ -587,6 +590,12 @@ class World:
                 self._grow_notes(rec) if name == "Description" else self._value(rec, name)
             )
         self.notifications += 1
+        if self.cdc:  # a change event carries only what changed
+            uuid = f"chaos-cdc-{self.notifications:08d}"
+            changed = {name: rec.values[name] for name in names}
+            payload = {"uuid": uuid, "object_id": rec.object_id, "values": changed}
+            fp = fingerprint("salesforce", SF_ORG, "cdc", uuid, rec.object_id)
+            return [self._event(rec, ts, changed, fp, payload)]
         nid = f"04l{self.notifications:012d}CHS"
         fields = dict(rec.values)
         return [
@@ -800,7 +809,10 @@ class Sender:
 class Stream:
     """Releases generated events into requests at a steady rate, out of order, with dups."""
 
-    def __init__(self, world: World, sender: Sender, rng: random.Random, prof: Profile) -> None:
+    def __init__(
+        self, world: World, sender: Sender, rng: random.Random, prof: Profile, cdc: Any = None
+    ) -> None:
+        self.cdc = cdc  # bench.chaos_cdc.CdcSide when Salesforce edits go out as CDC events
         self.world = world
         self.sender = sender
         self.rng = rng
@@ -818,6 +830,11 @@ class Stream:
         now = time.time()
         while len(self.world.events) < target:
             for event in self.world.edit(self.prof.events - len(self.world.events)):
+                if self.cdc is not None and event.source == "salesforce":
+                    p = event.payload  # stored by Salesforce = acknowledged, in commit order
+                    self.cdc.emit(p["uuid"], p["object_id"], p["values"], event.ts)
+                    event.acked, event.delivered = True, 1
+                    continue
                 roll = self.rng.random()
                 if roll < 0.06:  # late: an older value arrives well after newer ones
                     delay = self.rng.uniform(8, 20)
@@ -1004,8 +1021,10 @@ class Chaos(threading.Thread):
         rds: ChaosRedis,
         workers: Workers,
         t0: float,
+        cdc: Any = None,
     ) -> None:
         super().__init__(name="chaos", daemon=True)
+        self.cdc = cdc
         self.prof = prof
         self.rng = rng
         self.sim = sim
@@ -1039,6 +1058,11 @@ class Chaos(threading.Thread):
         for frac in kills:
             at = max(1.0, (frac + rng.uniform(-0.03, 0.03)) * s)
             plan.append((at, "worker SIGKILL + restart", self.kill_worker))
+        if cdc is not None:
+            plan.append((0.2 * s, "cdc stream broken (fail_after_events=3)", cdc.break_stream))
+            for frac in (0.35, 0.7):
+                at = (frac + rng.uniform(-0.03, 0.03)) * s
+                plan.append((at, "cdc subscriber SIGKILL + restart", self.kill_subscriber))
         self.plan = sorted(plan, key=lambda p: p[0])
 
     def rel(self, moment: float | None = None) -> float:
@@ -1101,6 +1125,9 @@ class Chaos(threading.Thread):
         down = self.rng.uniform(1, 3)
         old, new = self.workers.crash(slot, down)
         return {"killed": old, "down_s": round(down, 1), "restarted_as": new}
+
+    def kill_subscriber(self) -> dict[str, Any]:
+        return dict(self.cdc.crash(self.rng.uniform(1, 3)))
 
     def restart_redis(self) -> dict[str, Any]:
         client = redis.Redis.from_url(self.rds.url, socket_timeout=5)
@@ -1473,7 +1500,7 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
     sim = Simulator(procs, prof)
     sim.ready()
     contact_ids = sim.seed(prof.contacts)
-    world = World(random.Random(prof.seed + 1), prof.contacts)
+    world = World(random.Random(prof.seed + 1), prof.contacts, cdc=prof.salesforce == "cdc")
 
     web_port = free_port()
     public_base = f"http://127.0.0.1:{web_port}"
@@ -1532,6 +1559,17 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
     workers.start(1)
     workers.start_beat()
     workers.supervise_in_background()
+    cdc = None
+    if prof.salesforce == "cdc":
+        from bench.chaos_cdc import CdcSide
+
+        cdc = CdcSide(
+            procs.start,
+            [venv_bin("leadlex-sync"), "salesforce", "subscribe"],
+            child_env({**common, "LOG_LEVEL": "INFO"}),
+            SF_ORG,
+        )
+        cdc.start_subscriber()
     timings["startup_s"] = time.time() - t_start
     log(
         f"started in {timings['startup_s']:.1f}s: redis {rds.url}, simulator {sim.root}, "
@@ -1542,8 +1580,8 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
     t0 = workers.t0 = time.time()
     sender = Sender(world, public_base, public_base, random.Random(prof.seed + 2))
     sender.give_up_at = t0 + prof.seconds + prof.sender_grace
-    stream = Stream(world, sender, random.Random(prof.seed + 3), prof)
-    chaos = Chaos(prof, random.Random(prof.seed + 4), sim, rds, workers, t0)
+    stream = Stream(world, sender, random.Random(prof.seed + 3), prof, cdc)
+    chaos = Chaos(prof, random.Random(prof.seed + 4), sim, rds, workers, t0, cdc)
     chaos.start()
     next_report = t0 + 15
     try:
@@ -1576,6 +1614,12 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
         f"{sum(1 for e in world.events if e.acked)} acked; draining"
     )
     t_drain = time.time()
+    if cdc is not None:  # the subscriber first reads everything Salesforce stored
+        if not cdc.alive():
+            unexpected_deaths.append("cdc-subscriber")
+        deadline = time.time() + prof.drain_seconds / 2
+        while not cdc.caught_up(rds.url) and time.time() < deadline:
+            time.sleep(0.5)
     drained, left, _ = drain(rds.url, prof.drain_seconds)
     timings["drain_s"] = time.time() - t_drain
     workers.stop_supervising()
@@ -1583,6 +1627,8 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
     t_rec = time.time()
     report, violations = reconcile(prof, world, contact_ids, sim, rds.url, chaos)
     timings["reconcile_s"] = time.time() - t_rec
+    if cdc is not None:
+        cdc.stop()
     for error in chaos.errors:
         violations.append({"check": "fault_injection_failed", "error": error})
     for rejection in sender.rejections:
@@ -1609,7 +1655,9 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
             "flush_lease_s": prof.lease,
             "redis_appendfsync": "always",
             "simulator_expose_notes": False,
+            "salesforce_source": prof.salesforce,
         },
+        **({"salesforce_cdc": cdc.stats()} if cdc is not None else {}),
         "events": {
             "sent": len(world.events),
             "acked": sum(1 for e in world.events if e.acked),
@@ -1652,6 +1700,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, help="where logs and Redis data go")
     parser.add_argument("--keep", action="store_true", help="keep the workdir even on success")
     parser.add_argument("--out", type=Path, help="also write the JSON summary here")
+    parser.add_argument(
+        "--salesforce-source",
+        choices=("outbound", "cdc"),
+        default="outbound",
+        help="Salesforce edits as SOAP outbound messages (default) or as CDC change events "
+        "on the Pub/Sub simulator, read by `leadlex-sync salesforce subscribe`",
+    )
     return parser.parse_args(argv)
 
 

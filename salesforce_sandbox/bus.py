@@ -86,7 +86,7 @@ class Bus:
         return int(struct.unpack(">Q", replay_id[1:])[0]) ^ self._key
 
     # ---- writing -------------------------------------------------------------------------
-    def publish(self, topic: str, body: Mapping[str, Any]) -> bytes:
+    def publish(self, topic: str, body: Mapping[str, Any], event_uuid: str | None = None) -> bytes:
         """Store one change event (Avro-encoded with the topic's schema); returns its replay id."""
         sid = self.topic_schema[topic]
         buffer = io.BytesIO()
@@ -95,10 +95,9 @@ class Bus:
             self._purge_locked()
             position = self._next
             self._next += _STRIDE
-            stored = Stored(
-                position, self._encode(position), str(uuid.uuid4()), sid, buffer.getvalue(),
-                time.time(),
-            )  # fmt: skip
+            replay_id = self._encode(position)
+            event_id = event_uuid or str(uuid.uuid4())
+            stored = Stored(position, replay_id, event_id, sid, buffer.getvalue(), time.time())
             self._events[topic].append(stored)
             self._lock.notify_all()
             return stored.replay_id

@@ -37,7 +37,7 @@ from typing import Any
 import grpc
 import jwt
 from flask import Flask, jsonify, request
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from pull_sources.salesforce_cdc.proto import pubsub_api_pb2 as pb
 from pull_sources.salesforce_cdc.proto import pubsub_api_pb2_grpc as pb_grpc
@@ -241,6 +241,11 @@ class PubSubService(pb_grpc.PubSubServicer):
             sb.bus.wait(0.05)
 
 
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """No access log: the simulator runs inside tests and the chaos harness."""
+
+
 class SalesforceSandbox:
     """Both servers on free loopback ports; `start()` then `stop()`."""
 
@@ -272,7 +277,9 @@ class SalesforceSandbox:
         pb_grpc.add_PubSubServicer_to_server(PubSubService(self), self._grpc)
         self.grpc_port = self._grpc.add_insecure_port(f"{self.host}:{grpc_port}")
         self._grpc.start()
-        self._http = make_server(self.host, http_port, self.http_app(), threaded=True)
+        self._http = make_server(
+            self.host, http_port, self.http_app(), threaded=True, request_handler=_QuietHandler
+        )
         self.http_port = self._http.server_port
         threading.Thread(target=self._http.serve_forever, daemon=True, name="sandbox-http").start()
         return self
@@ -285,7 +292,14 @@ class SalesforceSandbox:
             self._http.shutdown()
 
     # ---- emitting changes ----------------------------------------------------------------
-    def emit(self, entity: str, change_type: str, record_ids: list[str], **kw: Any) -> bytes:
+    def emit(
+        self,
+        entity: str,
+        change_type: str,
+        record_ids: list[str],
+        event_uuid: str | None = None,
+        **kw: Any,
+    ) -> bytes:
         """Publish one change event (see salesforce_sandbox.changes.body); its replay id."""
         topic = next(t for t, e in schemas.TOPIC_ENTITIES.items() if e == entity)
         with self.lock:
@@ -295,7 +309,7 @@ class SalesforceSandbox:
         kw.setdefault("commit_number", commit)
         kw["schema"] = self.bus.current[topic]
         body = change_bodies.body(entity, change_type, record_ids, kw.pop("values", None), **kw)
-        return self.bus.publish(topic, body)
+        return self.bus.publish(topic, body, event_uuid)
 
     def issue_token(self) -> str:
         token = f"{self.config.org_id}!{secrets.token_urlsafe(24)}"

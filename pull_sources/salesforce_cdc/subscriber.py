@@ -19,6 +19,7 @@ Per topic (one thread each), forever until stopped:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import random
@@ -150,7 +151,8 @@ class Subscriber:
                     return
                 status = _status(err)
                 code = status.name if status is not None else "UNKNOWN"
-                self.metrics.incr("cdc_stream_errors", code=code)
+                with contextlib.suppress(redis.RedisError):  # counting is best effort
+                    self.metrics.incr("cdc_stream_errors", code=code)
                 if status == grpc.StatusCode.UNAUTHENTICATED:
                     self.tokens.invalidate(session)
                     log.info("Pub/Sub session refused; renewing the token", extra={"topic": topic})
@@ -165,6 +167,10 @@ class Subscriber:
                 log.log(level, "Salesforce token: %s", exc, extra={"topic": topic})
             except redis.RedisError as exc:
                 log.warning("Redis unavailable (%s); resubscribing later", type(exc).__name__)
+            except Exception:  # a bug must not silently end this topic's stream
+                log.exception(
+                    "CDC stream failed unexpectedly; resubscribing", extra={"topic": topic}
+                )
             self.stop.wait(backoff * random.uniform(0.8, 1.2))
             backoff = min(self.config.backoff_max, backoff * 2)
 
