@@ -140,9 +140,10 @@ class Subscriber:
                 session = self.tokens.current()
                 progressed = self._stream(topic, session, force_earliest)
                 force_earliest = False
-                if progressed:
+                if progressed:  # the server closed a working stream: resubscribe at once
                     backoff = self.config.backoff_initial
-                continue  # the server closed the stream: resubscribe at once
+                    continue
+                log.warning("Pub/Sub stream closed without a response", extra={"topic": topic})
             except ReplayRefused:
                 force_earliest = True
                 continue
@@ -263,14 +264,14 @@ class Subscriber:
         store.forget(topic)
 
     # ---- one response --------------------------------------------------------------------
-    def _schema(self, schema_id: str, session: Session) -> Schema:
+    def _schema(self, schema_id: str) -> Schema:
         with self._schema_lock:
             cached = self._schemas.get(schema_id)
         if cached is not None:
             return cached
-        info = self.stub.GetSchema(
+        info = self.stub.GetSchema(  # a new call: with a token renewed if it is due
             pb.SchemaRequest(schema_id=schema_id),
-            metadata=session.metadata(),
+            metadata=self.tokens.current().metadata(),
             timeout=self.config.rpc_timeout,
         )
         schema = Schema.parse(schema_id, info.schema_json)
@@ -292,7 +293,7 @@ class Subscriber:
                 "schema_id": event.schema_id,
             }
             try:
-                schema = self._schema(event.schema_id, session)
+                schema = self._schema(event.schema_id)
                 body = schema.decode(bytes(event.payload))
                 translations.append(
                     translate(
