@@ -29,6 +29,10 @@ def config_check() -> None:
         load_mapping(settings.mapping_file, settings.default_phone_region)
     except MappingError as err:
         fail(f"MAPPING_FILE: {err}", 2)
+    if settings.salesforce_instance_url is not None:  # CDC configured: it must be complete
+        problem = settings.salesforce_cdc_problem()
+        if problem:
+            fail(problem, 2)
     effective = settings.masked()
     effective["REDIS_URL"] = safe_url(settings.redis_url)
     effective["effective_rate_per_minute"] = settings.rate_per_minute

@@ -73,3 +73,39 @@ def test_if_configured_idles_without_cdc_settings_and_stops_on_sigterm(tmp_path:
             code = proc.wait(timeout=20)
     assert code == 0
     assert b"not configured" in err_path.read_bytes()
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No Settings variable from the outer environment and no .env file in the cwd."""
+    from worker.settings import Settings
+
+    for field in Settings.model_fields.values():
+        if field.alias:
+            monkeypatch.delenv(field.alias, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_config_check_refuses_incomplete_cdc_settings_and_masks_the_secret() -> None:
+    """`config check` names a missing CDC credential; a complete one shows the secret as ***."""
+    from click.testing import CliRunner
+
+    from cli import main
+
+    base = {
+        "LEADLEX_API_KEY": "wbk_cdc_check_0123456789",
+        "SALESFORCE_INSTANCE_URL": "https://x.my.salesforce.com",
+    }
+    incomplete = CliRunner().invoke(main, ["config", "check"], env=base)
+    assert incomplete.exit_code == 2
+    assert "SALESFORCE_CLIENT_ID" in incomplete.stderr
+    secret = "sf-consumer-secret-checkme"
+    complete = CliRunner().invoke(
+        main,
+        ["config", "check"],
+        env={**base, "SALESFORCE_CLIENT_ID": "3MVG9", "SALESFORCE_CLIENT_SECRET": secret},
+    )
+    assert complete.exit_code == 0, complete.stderr
+    assert secret not in complete.output + complete.stderr
+    assert '"SALESFORCE_CLIENT_SECRET": "***"' in complete.output
