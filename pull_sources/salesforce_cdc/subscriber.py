@@ -65,6 +65,9 @@ class SubscriberConfig:
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     rpc_timeout: float = 30.0
+    # Salesforce answers within 270 s even when idle (a keepalive); silence beyond this means
+    # a dead connection: cancel the call and resubscribe.
+    silence_timeout: float = 330.0
 
 
 def _error_code(err: grpc.RpcError) -> str:
@@ -213,8 +216,20 @@ class Subscriber:
             "subscribed",
             extra={"topic": topic, "preset": pb.ReplayPreset.Name(first.replay_preset)},
         )
+        heard = [time.monotonic()]
+        ended = threading.Event()
+
+        def watchdog() -> None:
+            while not ended.wait(min(5.0, self.config.silence_timeout / 4)):
+                if time.monotonic() - heard[0] > self.config.silence_timeout:
+                    log.warning("Pub/Sub stream silent; reconnecting", extra={"topic": topic})
+                    call.cancel()
+                    return
+
+        threading.Thread(target=watchdog, name=f"cdc-watchdog:{topic}", daemon=True).start()
         try:
             for response in call:
+                heard[0] = time.monotonic()
                 if self.stop.is_set():
                     break
                 if response.events:
@@ -233,6 +248,7 @@ class Subscriber:
                 raise ReplayRefused(topic) from None
             raise
         finally:
+            ended.set()
             requests.put(None)
             call.cancel()
             with self._calls_lock:

@@ -183,3 +183,16 @@ def test_schema_drift_fetches_the_new_schema_by_id(
     assert events["003C"]["Region__c"] == "APAC"
     assert salesforce.stats.schema_requests == 2  # one per schema id, then cached
     run.stop()
+
+
+def test_a_silent_stream_is_cancelled_and_resubscribed(
+    salesforce: SalesforceSandbox, subscriber: Start, redis_client: redis.Redis
+) -> None:
+    """No response (not even a keepalive) within the silence timeout: cancel and resubscribe."""
+    salesforce.config.keepalive_seconds = 3600  # the server goes quiet
+    run = subscriber(initial_replay="earliest", topics=(CONTACTS,), silence_timeout=1.0)
+    wait_for(lambda: salesforce.stats.subscribes >= 3, timeout=60)
+    salesforce.emit("Contact", "UPDATE", ["003A"], values={"Title": "still flowing"})
+    wait_for(lambda: len(inbox_events(redis_client)) == 1, timeout=60)
+    assert Metrics(redis_client).value("cdc_stream_errors", code="CANCELLED") >= 2
+    run.stop()
