@@ -45,7 +45,10 @@ def subscribe(if_configured: bool) -> None:
     )
     from worker.celery_app import app
     from worker.handoff import Enqueuer
+    from worker.logs import configure_logging, options_from_env
 
+    fmt, level, secrets = options_from_env()
+    configure_logging(fmt, level, service="cdc", secrets=secrets)  # the process's own name
     settings = settings_or_exit()
     if if_configured and settings.salesforce_instance_url is None:
         click.echo("leadlex-sync: Salesforce CDC is not configured; idle", err=True)

@@ -53,7 +53,7 @@ class ReplayStore:
         try:
             return Position(bytes.fromhex(str(data["replay_id"])), float(data["at"]))
         except (KeyError, ValueError, TypeError):
-            return None  # unreadable: treated as no position (and logged by the caller)
+            return None  # unreadable: treated as no stored position
 
     def put(self, topic: str, replay_id: bytes) -> None:
         value = json.dumps({"replay_id": replay_id.hex(), "at": round(time.time(), 3)})
