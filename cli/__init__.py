@@ -5,7 +5,16 @@ Every command has --help; bad input exits non-zero with one line saying what is 
 The CLI (with dev mode) is the only code that imports from both `webhook_app` and `worker`.
 """
 
-from cli import config, devmode_cmds, dlq, hubspot, links, samples, status  # noqa: F401 - registers
+from cli import (  # noqa: F401 - registers the command groups
+    config,
+    devmode_cmds,
+    dlq,
+    hubspot,
+    links,
+    salesforce,
+    samples,
+    status,
+)
 from cli.context import main
 
 __all__ = ["main"]
