@@ -155,7 +155,8 @@ def test_the_replay_id_is_not_stored_when_the_hand_off_fails(
     replay = salesforce.emit("Contact", "UPDATE", ["003A"], values={"Title": "x"})
     wait_for(lambda: salesforce.stats.subscribes >= 2, timeout=60)  # failed, resubscribed
     assert _stored(redis_client, salesforce) != replay
-    assert inbox_events(redis_client) == []
+    # The hand-off records the inbox before it publishes, so the event may already sit in
+    # the inbox (the pump's sweep would deliver it); what must not move is the replay id.
     run.stop()
     run = subscriber(initial_replay="earliest", topics=(CONTACTS,))
     wait_for(lambda: _stored(redis_client, salesforce) == replay)
