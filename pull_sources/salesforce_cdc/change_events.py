@@ -12,8 +12,11 @@ One Pub/Sub event (its Avro body decoded with its schema) becomes:
 - `GAP_*` events (header only) and `GAP_OVERFLOW` (no record ids) -> a `Gap` (dead letter
   `salesforce_gap`); so do `diffFields` (a long text sent as a diff, which we cannot apply
   without the old text: the other fields still sync) and wildcard ids such as `003*`.
-Field time = `commitTimestamp` (ms). Events keep commit (replay) order; `commit_order`
-orders the events of one transaction by `sequenceNumber`.
+Field time = `commitTimestamp` (ms); within one millisecond, changes are ordered by
+`within_time_seq` (commitNumber, then sequenceNumber), carried as ChangeEvent.seq, so the
+worker orders two changes of one time by commit whatever their arrival order. Events are
+also handed off in commit (replay) order; `commit_order` orders the events of one
+transaction by `sequenceNumber`.
 
 Identity: account = the org id, fingerprint = sha256("salesforce", org, "cdc", event uuid,
 record id), so a redelivered event (after a resubscribe) is absorbed by the worker's ledger.
@@ -54,6 +57,7 @@ class Header:
     sequence_number: int
     commit_timestamp: int
     commit_user: str
+    commit_number: int
     changed: tuple[str, ...]
     nulled: tuple[str, ...]
     diff: tuple[str, ...]
@@ -78,6 +82,10 @@ class Header:
                 raise InvalidEvent(f"{HEADER}.{name}", "missing or not a number")
             return value
 
+        def optional_number(name: str) -> int:
+            value = raw.get(name)
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
         def strings(name: str) -> tuple[str, ...]:
             value = raw.get(name) or ()
             if isinstance(value, str | bytes) or not isinstance(value, Sequence):
@@ -93,6 +101,7 @@ class Header:
             sequence_number=number("sequenceNumber"),
             commit_timestamp=number("commitTimestamp"),
             commit_user=text("commitUser"),
+            commit_number=optional_number("commitNumber"),
             changed=strings("changedFields"),
             nulled=strings("nulledFields"),
             diff=strings("diffFields"),
@@ -300,6 +309,7 @@ def translate(
                 object_id=record_id,
                 kind=kind,
                 occurred_at_ms=header.commit_timestamp,
+                seq=within_time_seq(header),
                 fingerprint=fingerprint(SOURCE, org, "cdc", event_uuid, record_id),
                 event_id=event_uuid,
                 changes=dict(changes),
@@ -307,6 +317,25 @@ def translate(
             )
         )
     return result
+
+
+# sequenceNumber is at most this (a transaction of more than 100,000 changes overflows).
+_SEQUENCE_SPAN = 1_000_000
+# A commitNumber this large cannot be carried with the sequence in ChangeEvent.seq's 20
+# digits (worker.state.SEQ_MAX): such events are ordered by sequenceNumber alone.
+_COMMIT_NUMBER_LIMIT = 10**14
+
+
+def within_time_seq(header: Header) -> int:
+    """The order of a change among changes with the same commitTimestamp (ChangeEvent.seq):
+    commitNumber (the SCN, which grows with commit order: two transactions committed in one
+    millisecond) then sequenceNumber (order within the transaction). A missing or
+    oversized commitNumber counts as 0: then only sequenceNumber orders, and two
+    transactions of one millisecond with the same sequenceNumber fall to the value tie
+    rule (documented in docs/architecture.md)."""
+    sequence = min(max(header.sequence_number, 0), _SEQUENCE_SPAN - 1)
+    commit = header.commit_number if 0 < header.commit_number < _COMMIT_NUMBER_LIMIT else 0
+    return commit * _SEQUENCE_SPAN + sequence
 
 
 def commit_order(headers: Sequence[Header]) -> list[int]:

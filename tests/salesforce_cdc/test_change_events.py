@@ -13,6 +13,7 @@ from pull_sources.salesforce_cdc.change_events import (
     Translation,
     commit_order,
     translate,
+    within_time_seq,
 )
 from salesforce_sandbox.changes import body
 from salesforce_sandbox.schemas import SCHEMAS
@@ -177,3 +178,21 @@ def test_commit_order_orders_a_transaction_by_sequence_number() -> None:
         for t, k, n in [("b", "tx1", 2), ("a", "tx1", 1), ("c", "tx2", 1), ("d", "tx1", 3)]
     ]  # fmt: skip
     assert commit_order(headers) == [1, 0, 3, 2]
+
+
+def test_events_of_one_time_carry_their_commit_order_as_seq() -> None:
+    """seq orders by commitNumber, then sequenceNumber; a missing commitNumber leaves the
+    sequenceNumber alone, and every record of a multi-record event gets the same seq."""
+
+    def seq(commit: int | None, sequence: int) -> int:
+        event = body("Contact", "UPDATE", ["003A", "003B"], {"Title": "x"}, commit_timestamp=T,
+                     sequence_number=sequence, commit_number=commit or 1)  # fmt: skip
+        if commit is None:
+            del event["ChangeEventHeader"]["commitNumber"]
+        changes = _translate(event).events
+        assert {c.seq for c in changes} == {within_time_seq(Header.of(event))}
+        return changes[0].seq
+
+    assert seq(7, 1) < seq(7, 2) < seq(8, 1) < seq(8, 5)
+    assert seq(None, 3) == 3
+    assert seq(10**15, 4) == 4  # too large to carry: sequenceNumber alone
