@@ -112,7 +112,8 @@ def test_cdc_changes_reach_leadlex_with_exact_semantics(
     redis_url: str,
 ) -> None:
     """Create, update with changed and nulled fields, same-millisecond edits ordered by
-    sequenceNumber, a multi-record event, delete, undelete and a gap, end to end."""
+    sequenceNumber (not by value), a multi-record event, a gap, a delete that parks older
+    edits and keeps the link, and an undelete after which edits sync, end to end."""
     a = sandbox.seed(full_name="Ada Byron", email="ada@example.org", phone="+44 20 7946 0000")
     b = sandbox.seed(full_name="Bea Byron", email="bea@example.org")
     c = sandbox.seed(full_name="Cy Byron", email="cy@example.org")
@@ -160,13 +161,26 @@ def test_cdc_changes_reach_leadlex_with_exact_semantics(
     (gap,) = [d.details for d in DeadLetters(client).iter("salesforce_gap")]
     assert (gap["change_type"], gap["record_ids"]) == ("GAP_UPDATE", ["003C"])
 
-    # Delete 003B: its link goes (deletion policy unlink); undelete lifts the deletion mark.
-    _emit(salesforce, "DELETE", ["003B"], now_ms())
+    # DELETE 003B (deletion policy unlink): the record's lifecycle says deleted, its link is
+    # kept, and an edit dated before the deletion (delivered after it) is parked, not synced.
     org = salesforce.config.org_id
-    wait_for(lambda: client.hget("lls:gone", f"salesforce:{org}:003B") is not None, timeout=60)
-    assert client.hget("lls:links", "salesforce::003B") is None
-    _emit(salesforce, "UNDELETE", ["003B"], now_ms() + 1)
-    wait_for(lambda: client.hget("lls:gone", f"salesforce:{org}:003B") is None, timeout=60)
+    metrics = Metrics(client)
+    deleted_at = now_ms()
+    _emit(salesforce, "DELETE", ["003B"], deleted_at)
+    wait_for(lambda: metrics.value("lifecycle_events", kind="delete", outcome="applied"), 60)
+    assert client.hget("lls:life", f"salesforce:{org}:003B") == f"deleted:{deleted_at}".encode()
+    assert client.hget("lls:links", "salesforce::003B") == b.encode()
+    _emit(salesforce, "UPDATE", ["003B"], deleted_at - 5, values={"Title": "Before deletion"})
+    wait_for(lambda: metrics.value("events_parked", reason="deleted") >= 1, timeout=60)
+    assert sandbox.contact(b)["job_title"] == "Engineer"
+
+    # UNDELETE: syncing resumes through the kept link; the parked edit (newer than what
+    # LeadLex holds) is replayed, and a later edit syncs.
+    _emit(salesforce, "UNDELETE", ["003B"], deleted_at + 1)
+    wait_for(lambda: sandbox.contact(b)["job_title"] == "Before deletion", timeout=60)
+    _emit(salesforce, "UPDATE", ["003B"], deleted_at + 10, values={"Title": "Restored"})
+    wait_for(lambda: sandbox.contact(b)["job_title"] == "Restored", timeout=60)
+    assert client.hget("lls:life", f"salesforce:{org}:003B") == f"active:{deleted_at + 1}".encode()
     client.close()
 
 
