@@ -18,10 +18,14 @@ from worker.embedded_redis import free_port
 def test_dev_mode_with_cdc_syncs_a_sample_change_event(tmp_path: Path) -> None:
     """`dev --salesforce cdc` runs the Pub/Sub simulator and subscriber; a sample change event
     reaches the demo contact, and Ctrl-C stops everything."""
-    port, sandbox_port, dead_redis = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LEADLEX_", "SALESFORCE_"))}
+    port, sandbox_port = free_port(), free_port()
+    # No REDIS_URL: dev mode starts its own embedded Redis under .run/ of its directory.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LEADLEX_", "SALESFORCE_")) and k != "REDIS_URL"
+    }
     env.update(
-        REDIS_URL=f"redis://127.0.0.1:{dead_redis}/0",
         SANDBOX_PORT=str(sandbox_port),
         PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
         LOG_FORMAT="json",
