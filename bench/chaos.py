@@ -136,6 +136,10 @@ SF_WEIGHTS = (3, 3, 2, 2, 3, 4)
 SAFETY_SECONDS = 1.0  # worker.ratelimit.Budget's margin on every window
 THIRD_PARTY_PER_WINDOW = 2  # third-party calls in any rate window (added to the simulator's)
 THIRD_PARTY_FIELDS = ("job_title", "company_name", "phone")  # mapped fields it edits at rest
+# With CDC, this share of Salesforce edits that set Title is one transaction of two changes
+# at the same commitTimestamp: first a draft Title that is byte-greater than the final one
+# (so the value tie rule alone would keep it), then the final Title (sequenceNumber 2).
+CDC_DRAFT_SHARE = 0.3
 SF_EDIT_GAP_SECONDS = 10.0  # a Salesforce record is edited again only this long after its
 # previous message was acknowledged (see World.edit)
 QUIET_SECONDS = 25.0  # a contact is at rest this long after its last CRM edit (> max delay)
@@ -563,11 +567,16 @@ class World:
     HubSpot events carry one property each with its own time and arrive in any order.
 
     `cdc`: Salesforce edits become CDC change events carrying only the changed fields (the
-    first one per record: every field it has), published to the Pub/Sub simulator."""
+    first one per record: every field it has), published to the Pub/Sub simulator, each
+    transaction with its own commitNumber; some edits of Title are a two-change transaction
+    whose first change (a draft Title) is no write of the truth: it is superseded, at the
+    same time, by the second (`CDC_DRAFT_SHARE`)."""
 
     def __init__(self, rng: random.Random, contacts: int, cdc: bool = False) -> None:
         self.rng = rng
         self.cdc = cdc
+        self.commits = 0  # CDC commitNumber: one per transaction, increasing
+        self.cdc_drafts = 0
         self.records: list[Record] = []
         for c in range(contacts):
             self._add(Record(len(self.records), "hubspot", str(500_000 + c), c, f"h{c}"))
@@ -639,16 +648,32 @@ class World:
             out.append(self._sf_event(rec, ts, [k for k, v in rec.values.items() if v]))
         return out
 
-    def _sf_event(self, rec: Record, ts: int, changed: list[str]) -> Event:
+    def _cdc_event(
+        self, rec: Record, ts: int, values: dict[str, str | None], sequence: int = 1
+    ) -> Event:
+        """One CDC change event; sequence 1 starts a new transaction (commitNumber)."""
         self.notifications += 1
+        if sequence == 1:
+            self.commits += 1
+        uuid = f"chaos-cdc-{self.notifications:08d}"
+        payload = {
+            "uuid": uuid,
+            "object_id": rec.object_id,
+            "values": values,
+            "transaction_key": f"chaos-tx-{self.commits:08d}",
+            "sequence_number": sequence,
+            "commit_number": self.commits,
+        }
+        fp = fingerprint("salesforce", SF_ORG, "cdc", uuid, rec.object_id)
+        return self._event(rec, ts, values, fp, payload)
+
+    def _sf_event(self, rec: Record, ts: int, changed: list[str], sequence: int = 1) -> Event:
         fields = dict(rec.values)
         if self.cdc:  # a change event carries only what changed
-            uuid = f"chaos-cdc-{self.notifications:08d}"
             values = {name: fields[name] for name in changed}
-            payload = {"uuid": uuid, "object_id": rec.object_id, "values": values}
-            fp = fingerprint("salesforce", SF_ORG, "cdc", uuid, rec.object_id)
-            event = self._event(rec, ts, values, fp, payload)
+            event = self._cdc_event(rec, ts, values, sequence)
         else:
+            self.notifications += 1
             nid = f"04l{self.notifications:012d}CHS"
             event = self._event(
                 rec,
@@ -716,6 +741,10 @@ class World:
                 self._grow_notes(rec) if name == "Description" else self._value(rec, name)
             )
         changed = [n for n in names if rec.values.get(n) is not None]
+        if self.cdc and "Title" in changed and self.rng.random() < CDC_DRAFT_SHARE:
+            self.cdc_drafts += 1
+            draft = self._cdc_event(rec, ts, {"Title": f"{rec.values['Title']} draft"})
+            return [draft, self._sf_event(rec, ts, changed, sequence=2)]
         return [self._sf_event(rec, ts, changed)]
 
     def _event(
@@ -1049,8 +1078,8 @@ class Stream:
         stored (the subscriber must bring it in, whatever happens to it)."""
         assert self.cdc is not None
         for event in events:
-            p = event.payload
-            self.cdc.emit(p["uuid"], p["object_id"], p["values"], event.ts)
+            p = dict(event.payload)
+            self.cdc.emit(p.pop("uuid"), p.pop("object_id"), p.pop("values"), event.ts, **p)
             with self.sender.cond:
                 event.acked, event.acked_at, event.delivered = True, time.time(), 1
 
@@ -1960,7 +1989,11 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
             "worker2_clock_offset_s": SKEW_SECONDS,
             "salesforce_source": prof.salesforce,
         },
-        **({"salesforce_cdc": cdc.stats()} if cdc is not None else {}),
+        **(
+            {"salesforce_cdc": {**cdc.stats(), "two_change_transactions": world.cdc_drafts}}
+            if cdc is not None
+            else {}
+        ),
         "events": {
             "sent": len(world.events),
             "acked": sum(1 for e in world.events if e.acked),

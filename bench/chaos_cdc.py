@@ -101,9 +101,18 @@ class CdcSide:
             self.sandbox.faults.fail_after_events = after
         return {"fail_after_events": after}
 
-    def emit(self, uuid: str, object_id: str, values: dict[str, Any], ts: int) -> None:
+    def emit(
+        self, uuid: str, object_id: str, values: dict[str, Any], ts: int, **header: Any
+    ) -> None:
+        """Store one UPDATE; `header`: transaction_key, sequence_number, commit_number."""
         self.last_replay_id = self.sandbox.emit(
-            "Contact", "UPDATE", [object_id], event_uuid=uuid, values=values, commit_timestamp=ts
+            "Contact",
+            "UPDATE",
+            [object_id],
+            event_uuid=uuid,
+            values=values,
+            commit_timestamp=ts,
+            **header,
         )
         self.published += 1
 
