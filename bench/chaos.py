@@ -21,6 +21,12 @@ as many again go both ways), and the product's journal poller (a beat task runni
 the workers, so worker kills kill it mid-batch) reads them; an event recorded in the
 journal counts as acknowledged.
 
+With `--salesforce-source cdc`, Salesforce edits leave as Change Data Capture events
+instead of SOAP outbound messages (bench/chaos_cdc.py): the Pub/Sub simulator
+(`salesforce_sandbox`, in this process) stores each as an UPDATE carrying only the changed
+fields, and `leadlex-sync salesforce subscribe` (a child process, SIGKILLed twice and its
+stream broken once) reads them; an event Salesforce stored counts as acknowledged.
+
 A steady stream of signed HubSpot (v3) and Salesforce (SOAP) webhooks for `--contacts`
 LeadLex contacts (each linked to a HubSpot record, every other one also to a Salesforce
 record, via `leadlex-sync links import`: both CRMs edit the same contacts) carries
@@ -97,6 +103,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
+from bench.chaos_cdc import CdcSide  # noqa: E402
 from bench.chaos_truth import (  # noqa: E402
     THIRD_PARTY_PREFIX,
     ThirdPartyWrite,
@@ -129,6 +136,10 @@ SF_WEIGHTS = (3, 3, 2, 2, 3, 4)
 SAFETY_SECONDS = 1.0  # worker.ratelimit.Budget's margin on every window
 THIRD_PARTY_PER_WINDOW = 2  # third-party calls in any rate window (added to the simulator's)
 THIRD_PARTY_FIELDS = ("job_title", "company_name", "phone")  # mapped fields it edits at rest
+# With CDC, this share of Salesforce edits that set Title is one transaction of two changes
+# at the same commitTimestamp: first a draft Title that is byte-greater than the final one
+# (so the value tie rule alone would keep it), then the final Title (sequenceNumber 2).
+CDC_DRAFT_SHARE = 0.3
 SF_EDIT_GAP_SECONDS = 10.0  # a Salesforce record is edited again only this long after its
 # previous message was acknowledged (see World.edit)
 QUIET_SECONDS = 25.0  # a contact is at rest this long after its last CRM edit (> max delay)
@@ -176,6 +187,7 @@ class Profile:
     stall_every: int = 25  # worker 1 stalls one flush in this many before its PATCH
     late_applies: int = 6  # writes the simulator applies late (after the client gave up)
     settle_delay: float = 6.0  # NOTES_SETTLE_DELAY_SECONDS: > late apply (timeout + 2 s) - timeout
+    salesforce: str = "outbound"  # or "cdc": Salesforce edits as Pub/Sub change events
 
     @property
     def stall_seconds(self) -> float:
@@ -231,6 +243,7 @@ def make_profile(args: argparse.Namespace) -> Profile:
             setattr(base, name, value)
     base.seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     base.honor_idempotency_key = bool(args.honor_idempotency_key)
+    base.salesforce = getattr(args, "salesforce_source", None) or "outbound"
     if base.events < 10 or base.contacts < 2 or base.seconds < 10:
         raise SystemExit("chaos: need --events >= 10, --contacts >= 2, --seconds >= 10")
     return base
@@ -551,10 +564,19 @@ class World:
     message with its initial values before the stream (`baseline`), and a record is edited
     again only once its previous message was acknowledged `SF_EDIT_GAP_SECONDS` ago (its
     messages are not delayed on purpose): a record's messages reach the product in order.
-    HubSpot events carry one property each with its own time and arrive in any order."""
+    HubSpot events carry one property each with its own time and arrive in any order.
 
-    def __init__(self, rng: random.Random, contacts: int) -> None:
+    `cdc`: Salesforce edits become CDC change events carrying only the changed fields (the
+    first one per record: every field it has), published to the Pub/Sub simulator, each
+    transaction with its own commitNumber; some edits of Title are a two-change transaction
+    whose first change (a draft Title) is no write of the truth: it is superseded, at the
+    same time, by the second (`CDC_DRAFT_SHARE`)."""
+
+    def __init__(self, rng: random.Random, contacts: int, cdc: bool = False) -> None:
         self.rng = rng
+        self.cdc = cdc
+        self.commits = 0  # CDC commitNumber: one per transaction, increasing
+        self.cdc_drafts = 0
         self.records: list[Record] = []
         for c in range(contacts):
             self._add(Record(len(self.records), "hubspot", str(500_000 + c), c, f"h{c}"))
@@ -626,17 +648,40 @@ class World:
             out.append(self._sf_event(rec, ts, [k for k, v in rec.values.items() if v]))
         return out
 
-    def _sf_event(self, rec: Record, ts: int, changed: list[str]) -> Event:
+    def _cdc_event(
+        self, rec: Record, ts: int, values: dict[str, str | None], sequence: int = 1
+    ) -> Event:
+        """One CDC change event; sequence 1 starts a new transaction (commitNumber)."""
         self.notifications += 1
-        nid = f"04l{self.notifications:012d}CHS"
+        if sequence == 1:
+            self.commits += 1
+        uuid = f"chaos-cdc-{self.notifications:08d}"
+        payload = {
+            "uuid": uuid,
+            "object_id": rec.object_id,
+            "values": values,
+            "transaction_key": f"chaos-tx-{self.commits:08d}",
+            "sequence_number": sequence,
+            "commit_number": self.commits,
+        }
+        fp = fingerprint("salesforce", SF_ORG, "cdc", uuid, rec.object_id)
+        return self._event(rec, ts, values, fp, payload)
+
+    def _sf_event(self, rec: Record, ts: int, changed: list[str], sequence: int = 1) -> Event:
         fields = dict(rec.values)
-        event = self._event(
-            rec,
-            ts,
-            fields,
-            fingerprint("salesforce", SF_ORG, nid),
-            sf_notification(nid, rec.object_id, fields, ts),
-        )
+        if self.cdc:  # a change event carries only what changed
+            values = {name: fields[name] for name in changed}
+            event = self._cdc_event(rec, ts, values, sequence)
+        else:
+            self.notifications += 1
+            nid = f"04l{self.notifications:012d}CHS"
+            event = self._event(
+                rec,
+                ts,
+                fields,
+                fingerprint("salesforce", SF_ORG, nid),
+                sf_notification(nid, rec.object_id, fields, ts),
+            )
         self.truth.record_crm(event.key, "salesforce", rec.contact, rec.tag, fields, changed, ts)
         return event
 
@@ -696,6 +741,10 @@ class World:
                 self._grow_notes(rec) if name == "Description" else self._value(rec, name)
             )
         changed = [n for n in names if rec.values.get(n) is not None]
+        if self.cdc and "Title" in changed and self.rng.random() < CDC_DRAFT_SHARE:
+            self.cdc_drafts += 1
+            draft = self._cdc_event(rec, ts, {"Title": f"{rec.values['Title']} draft"})
+            return [draft, self._sf_event(rec, ts, changed, sequence=2)]
         return [self._sf_event(rec, ts, changed)]
 
     def _event(
@@ -988,12 +1037,14 @@ class Stream:
         rng: random.Random,
         prof: Profile,
         journal: Journal | None = None,
+        cdc: CdcSide | None = None,
     ) -> None:
         self.world = world
         self.sender = sender
         self.rng = rng
         self.prof = prof
         self.journal = journal
+        self.cdc = cdc  # Salesforce edits go out as CDC events (stored = acknowledged)
         self.pending: list[tuple[float, int, int, int]] = []  # (release_at, seq, key, attempt)
         self.seq = 0
         self.stats: Counter[str] = Counter()
@@ -1007,6 +1058,9 @@ class Stream:
         now = time.time()
         while len(self.world.events) < target:
             for event in self.world.edit(self.prof.events - len(self.world.events)):
+                if self.cdc is not None and event.source == "salesforce":
+                    self.publish([event])
+                    continue
                 roll = self.rng.random()
                 if event.source == "salesforce":  # in order per record (see World)
                     delay = 0.0
@@ -1018,6 +1072,16 @@ class Stream:
                 else:
                     delay = self.rng.uniform(0, 1.5)
                 self._schedule(event.key, now + delay, 0)
+
+    def publish(self, events: list[Event]) -> None:
+        """Salesforce stores CDC events in commit order: each counts as acknowledged once
+        stored (the subscriber must bring it in, whatever happens to it)."""
+        assert self.cdc is not None
+        for event in events:
+            p = dict(event.payload)
+            self.cdc.emit(p.pop("uuid"), p.pop("object_id"), p.pop("values"), event.ts, **p)
+            with self.sender.cond:
+                event.acked, event.acked_at, event.delivered = True, time.time(), 1
 
     def release(self) -> None:
         now = time.time()
@@ -1324,8 +1388,10 @@ class Chaos(threading.Thread):
         rds: ChaosRedis,
         workers: Workers,
         t0: float,
+        cdc: CdcSide | None = None,
     ) -> None:
         super().__init__(name="chaos", daemon=True)
+        self.cdc = cdc
         self.prof = prof
         self.rng = rng
         self.sim = sim
@@ -1361,6 +1427,11 @@ class Chaos(threading.Thread):
         for frac in kills:
             at = max(1.0, (frac + rng.uniform(-0.03, 0.03)) * s)
             plan.append((at, "worker SIGKILL + restart", self.kill_worker))
+        if cdc is not None:
+            plan.append((0.2 * s, "cdc stream broken (fail_after_events=3)", cdc.break_stream))
+            for frac in (0.35, 0.7):
+                at = (frac + rng.uniform(-0.03, 0.03)) * s
+                plan.append((at, "cdc subscriber SIGKILL + restart", self.kill_subscriber))
         self.plan = sorted(plan, key=lambda p: p[0])
 
     def rel(self, moment: float | None = None) -> float:
@@ -1436,6 +1507,10 @@ class Chaos(threading.Thread):
         down = self.rng.uniform(1, 3)
         old, new = self.workers.crash(slot, down)
         return {"killed": old, "down_s": round(down, 1), "restarted_as": new}
+
+    def kill_subscriber(self) -> dict[str, Any]:
+        assert self.cdc is not None
+        return self.cdc.crash(self.rng.uniform(1, 3))
 
     def restart_redis(self) -> dict[str, Any]:
         client = redis.Redis.from_url(self.rds.url, socket_timeout=5)
@@ -1708,7 +1783,7 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
     sim = Simulator(procs, prof)
     sim.ready()
     contact_ids = sim.seed(prof.contacts)
-    world = World(random.Random(prof.seed + 1), prof.contacts)
+    world = World(random.Random(prof.seed + 1), prof.contacts, cdc=prof.salesforce == "cdc")
     journal = Journal(world) if prof.journal_share > 0 else None
 
     web_port = free_port()
@@ -1776,6 +1851,15 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
     workers.start(1)
     workers.start_beat()
     workers.supervise_in_background()
+    cdc = None
+    if prof.salesforce == "cdc":
+        cdc = CdcSide(
+            procs.start,
+            [venv_bin("leadlex-sync"), "salesforce", "subscribe"],
+            child_env({**common, "LOG_LEVEL": "INFO"}),
+            SF_ORG,
+        )
+        cdc.start_subscriber()
     timings["startup_s"] = time.time() - t_start
     log(
         f"started in {timings['startup_s']:.1f}s: redis {rds.url}, simulator {sim.root}, "
@@ -1784,11 +1868,15 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
 
     # ---- Salesforce's first message per record, before the stream (see World) ---------------
     sender = Sender(world, public_base, public_base, random.Random(prof.seed + 2))
-    stream = Stream(world, sender, random.Random(prof.seed + 3), prof, journal)
+    stream = Stream(world, sender, random.Random(prof.seed + 3), prof, journal, cdc)
     t_base = time.time()
     base = world.baseline()
-    for i in range(0, len(base), 5):
-        stream._request("salesforce", [(e.key, 0) for e in base[i : i + 5]])
+    if cdc is not None:
+        stream.publish(base)
+        wait_until(lambda: cdc.caught_up(rds.url), 60, "baseline read by the subscriber", 0.2)
+    else:
+        for i in range(0, len(base), 5):
+            stream._request("salesforce", [(e.key, 0) for e in base[i : i + 5]])
     wait_until(lambda: all(e.acked for e in base), 60, "baseline acknowledged", 0.2)
     check = redis.Redis.from_url(rds.url, socket_timeout=10)
     try:
@@ -1805,7 +1893,7 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
     # ---- the stream, with the chaos and a third party alongside -----------------------------
     t0 = workers.t0 = time.time()
     sender.give_up_at = t0 + prof.seconds + prof.sender_grace
-    chaos = Chaos(prof, random.Random(prof.seed + 4), sim, rds, workers, t0)
+    chaos = Chaos(prof, random.Random(prof.seed + 4), sim, rds, workers, t0, cdc)
     chaos.start()
     third = ThirdParty(world, sim, contact_ids, prof, prof.seed + 5)
     third.start()
@@ -1841,6 +1929,11 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
         f"{sum(1 for e in world.events if e.acked)} acked; draining"
     )
     t_drain = time.time()
+    if cdc is not None:  # the subscriber first reads everything Salesforce stored
+        if not cdc.alive():
+            unexpected_deaths.append("cdc-subscriber")
+        with contextlib.suppress(HarnessError):  # else: acknowledged events not taken in
+            wait_until(lambda: cdc.caught_up(rds.url), prof.drain_seconds / 2, "cdc", 0.5)
     if journal is not None:  # the poller must have read every entry before the drain counts
         # Not caught up in time: reported below as acknowledged events not taken in.
         with contextlib.suppress(HarnessError):
@@ -1856,6 +1949,8 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
     timings["reconcile_s"] = time.time() - t_rec
     if journal is not None:
         journal.stop()
+    if cdc is not None:
+        cdc.stop()
     for error in chaos.errors:
         violations.append({"check": "fault_injection_failed", "error": error})
     for rejection in sender.rejections:
@@ -1892,7 +1987,13 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
             "worker1_stalls_one_flush_in": prof.stall_every,
             "worker1_stall_s": prof.stall_seconds,
             "worker2_clock_offset_s": SKEW_SECONDS,
+            "salesforce_source": prof.salesforce,
         },
+        **(
+            {"salesforce_cdc": {**cdc.stats(), "two_change_transactions": world.cdc_drafts}}
+            if cdc is not None
+            else {}
+        ),
         "events": {
             "sent": len(world.events),
             "acked": sum(1 for e in world.events if e.acked),
@@ -1952,6 +2053,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, help="where logs and Redis data go")
     parser.add_argument("--keep", action="store_true", help="keep the workdir even on success")
     parser.add_argument("--out", type=Path, help="also write the JSON summary here")
+    parser.add_argument(
+        "--salesforce-source",
+        choices=("outbound", "cdc"),
+        default="outbound",
+        help="Salesforce edits as SOAP outbound messages (default) or as CDC change events "
+        "on the Pub/Sub simulator, read by `leadlex-sync salesforce subscribe`",
+    )
     parser.add_argument(
         "--honor-idempotency-key",
         action="store_true",

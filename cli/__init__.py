@@ -5,7 +5,7 @@ Every command has --help; bad input exits non-zero with one line saying what is 
 The CLI (with dev mode) is the only code that imports from both `webhook_app` and `worker`.
 """
 
-from cli import (  # noqa: F401 - registers
+from cli import (  # noqa: F401 - registers the command groups
     backfill,
     config,
     devmode_cmds,
@@ -14,6 +14,7 @@ from cli import (  # noqa: F401 - registers
     links,
     onboarding,
     reconcile,
+    salesforce,
     samples,
     status,
 )

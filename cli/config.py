@@ -57,6 +57,10 @@ def config_check() -> None:
     settings = settings_or_exit(require_leadlex=True)
     for warning in config_warnings(settings):
         click.echo(f"leadlex-sync: warning: {warning}", err=True)
+    if settings.salesforce_instance_url is not None:  # CDC configured: it must be complete
+        problem = settings.salesforce_cdc_problem()
+        if problem:
+            fail(problem, 2)
     effective = settings.masked()
     effective["REDIS_URL"] = safe_url(settings.redis_url)
     effective["redis_from"] = redis_origin()

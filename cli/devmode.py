@@ -141,6 +141,7 @@ def run_dev(
     flower: bool = True,
     flower_port: int | None = None,
     hubspot: str | None = None,
+    salesforce: str = "outbound",
 ) -> int:
     """Start everything, print how to use it, and wait for Ctrl-C. Returns an exit code."""
     from worker.preflight import check
@@ -330,6 +331,11 @@ def run_dev(
         if not _wait_http(f"{base}/healthz", timeout=60):
             print("leadlex-sync: the receiver did not start", file=sys.stderr)
             return 1
+        cdc_lines: list[str] = []
+        if salesforce == "cdc":  # Salesforce CDC: simulator + subscriber (cli/devmode_cdc.py)
+            from cli.devmode_cdc import start_cdc
+
+            cdc_lines = start_cdc(children, env, run_dir)
         if not _wait_consumers(redis_url, children):
             print("leadlex-sync: the worker did not start consuming", file=sys.stderr)
         if (
@@ -368,6 +374,8 @@ def run_dev(
             print(f"  Flower              http://127.0.0.1:{flower_port}  (API open: loopback)")
         print(f"  Redis               {redis_url}")
         print(f"  CLI hand-shake      {dev_env} (REDIS_URL and receiver for the CLI)")
+        for line in cdc_lines:
+            print(line)
         if seeded:
             print("  Demo contacts in the simulator (linked to HubSpot records 101, 102, ...):")
             for i, c in enumerate(seeded):

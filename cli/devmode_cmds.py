@@ -23,11 +23,28 @@ from cli.context import (
     default=None,
     help="Also run the HubSpot simulator, feeding the sync by journal, webhooks or both.",
 )
-def dev(port: int | None, flower: bool, flower_port: int | None, hubspot: str | None) -> None:
+@click.option(
+    "--salesforce",
+    type=click.Choice(["outbound", "cdc"]),
+    default="outbound",
+    show_default=True,
+    help="cdc: also run the Salesforce Pub/Sub simulator and the CDC subscriber.",
+)
+def dev(
+    port: int | None, flower: bool, flower_port: int | None, hubspot: str | None, salesforce: str
+) -> None:
     """Run everything locally: Redis (embedded if none), simulator, receiver, worker, beat."""
     from cli.devmode import run_dev
 
-    sys.exit(run_dev(port=port, flower=flower, flower_port=flower_port, hubspot=hubspot))
+    sys.exit(
+        run_dev(
+            port=port,
+            flower=flower,
+            flower_port=flower_port,
+            hubspot=hubspot,
+            salesforce=salesforce,
+        )
+    )
 
 
 @main.command()

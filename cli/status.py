@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -119,6 +120,7 @@ def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
         "links": state.count_links(),
         **sources_report(settings, client, now),
         **onboarding_report(client),
+        "salesforce_cdc": _cdc_report(client),
         "warnings": (
             ["Salesforce accepts unauthenticated messages (SALESFORCE_ALLOW_UNAUTHENTICATED)"]
             if settings.salesforce_org_ids and settings.salesforce_token is None
@@ -283,3 +285,19 @@ def status(as_json: bool) -> None:
             "`dlq replay ID` (append) or `dlq drop ID` (it is there); "
             "`dlq list --reason notes_uncertain`"
         )
+    for topic, cdc in sorted(report["salesforce_cdc"].items()):
+        position, alert = cdc.get("position") or {}, cdc.get("alert")
+        at = position.get("at")
+        stored = f"replay id stored {int(time.time() - at)}s ago" if at else "no replay id"
+        line = f"cdc        {topic}: {stored}"
+        if alert:
+            line += f"; ALERT {datetime.fromtimestamp(alert['at'], UTC):%Y-%m-%d %H:%M}Z: "
+            line += str(alert["message"])
+        click.echo(line)
+
+
+def _cdc_report(client: redis.Redis) -> dict[str, Any]:
+    """Salesforce CDC: per `{org}:{topic}` the stored replay id's age and the last alert."""
+    from pull_sources.salesforce_cdc.replay_store import ReplayStore
+
+    return ReplayStore.overview(client)

@@ -21,6 +21,12 @@ included), so an event dated 9999 cannot win every later comparison.
 outbound messages stamp all of them with LastModifiedDate), not just what changed. Ingest
 then gives a field the event's time only when its value differs from the record's last
 known value; an unchanged field keeps its earlier time.
+
+`seq`: the order of changes that carry the same `occurred_at_ms` (greater = later), for a
+source that knows it (Salesforce CDC: commitNumber and sequenceNumber, see
+pull_sources.salesforce_cdc.change_events.within_time_seq); 0 for every other source and
+for messages from before the field existed. Field values are ordered by (occurred_at_ms,
+seq) and only an equal pair falls to the value tie rule (worker.state).
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ class ChangeEvent:
     merged_ids: tuple[str, ...] = ()  # kind == "merge": records merged into object_id
     received_at_ms: int = 0  # when our receiver accepted it (for end-to-end latency)
     whole_record: bool = False  # every field sent with the record's time (see docstring)
+    seq: int = 0  # order among changes of one record at the same occurred_at_ms (docstring)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serializable form for the Celery message."""

@@ -83,6 +83,15 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     # onboarding (issue 13)
     "drift_repaired": ("Drifted fields staged again by reconcile --repair", ()),
     "backfill_released": ("Backfill events released into ingest", ()),
+    # Salesforce CDC subscriber (pull_sources/salesforce_cdc)
+    "cdc_events_received": ("Salesforce CDC events read from the Pub/Sub API", ("topic",)),
+    "cdc_events_filtered": ("CDC events left out by changeOrigin/commitUser", ("topic",)),
+    "cdc_gaps": ("CDC changes that must be resynced (gap, overflow, diff...)", ("cause",)),
+    "cdc_replay_resets": (
+        "Stored replay ids refused as too old; restarted at EARLIEST",
+        ("topic",),
+    ),
+    "cdc_stream_errors": ("Pub/Sub streams ended by an error", ("code",)),
 }
 
 OTHER = "other"
@@ -136,6 +145,9 @@ LABEL_VALUES: dict[str, frozenset[str]] = {
     "status": frozenset({str(code) for code in range(100, 600)} | {"no_answer"}),
 }
 _CODE = re.compile(r"[a-z0-9_]{1,48}")
+# Labels whose values come from the operator's configuration, never from a sender: a CDC
+# channel such as /data/ContactChangeEvent (SALESFORCE_CDC_TOPICS).
+_CONFIGURED = {"topic": re.compile(r"/[A-Za-z0-9_/]{1,100}")}
 
 # Buckets in seconds, for CRM-time -> LeadLex-200 latency.
 HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
@@ -155,7 +167,7 @@ def label_value(label: str, value: Any) -> str:
     fixed = LABEL_VALUES.get(label)
     if fixed is not None:
         return text if text in fixed else OTHER
-    return text if _CODE.fullmatch(text) else OTHER
+    return text if _CONFIGURED.get(label, _CODE).fullmatch(text) else OTHER
 
 
 def _label_key(name: str, labels: dict[str, Any], allowed: tuple[str, ...]) -> str:

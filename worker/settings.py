@@ -56,6 +56,7 @@ SECRET_VARS = (
     "SALESFORCE_TOKEN",
     "GENERIC_WEBHOOK_SECRET",
     "FLOWER_BASIC_AUTH",
+    "SALESFORCE_CLIENT_SECRET",
 )
 
 
@@ -123,6 +124,94 @@ class Settings(BaseModel):
 
     salesforce_org_ids: list[str] = Field(default_factory=list, alias="SALESFORCE_ORG_IDS")
     salesforce_token: SecretStr | None = Field(None, alias="SALESFORCE_TOKEN")
+
+    # ---- Salesforce Change Data Capture over the Pub/Sub API (pull_sources/salesforce_cdc) ----
+    salesforce_instance_url: str | None = Field(None, alias="SALESFORCE_INSTANCE_URL")
+    salesforce_client_id: str | None = Field(None, alias="SALESFORCE_CLIENT_ID")
+    salesforce_client_secret: SecretStr | None = Field(None, alias="SALESFORCE_CLIENT_SECRET")
+    salesforce_username: str | None = Field(None, alias="SALESFORCE_USERNAME")
+    salesforce_jwt_key_file: Path | None = Field(None, alias="SALESFORCE_JWT_KEY_FILE")
+    salesforce_jwt_audience: str = Field(
+        "https://login.salesforce.com", alias="SALESFORCE_JWT_AUDIENCE"
+    )
+    salesforce_pubsub_endpoint: str = Field(
+        "api.pubsub.salesforce.com:7443", alias="SALESFORCE_PUBSUB_ENDPOINT"
+    )
+    salesforce_pubsub_tls: bool = Field(True, alias="SALESFORCE_PUBSUB_TLS")
+    salesforce_cdc_topics: list[str] = Field(
+        default=["/data/ContactChangeEvent", "/data/LeadChangeEvent"], alias="SALESFORCE_CDC_TOPICS"
+    )
+    salesforce_cdc_initial_replay: Literal["latest", "earliest"] = Field(
+        "latest", alias="SALESFORCE_CDC_INITIAL_REPLAY"
+    )
+    salesforce_cdc_batch_size: int = Field(100, alias="SALESFORCE_CDC_BATCH_SIZE", ge=1, le=100)
+    salesforce_cdc_skip_users: list[str] = Field(
+        default_factory=list, alias="SALESFORCE_CDC_SKIP_USERS"
+    )
+    salesforce_cdc_skip_origins: list[str] = Field(
+        default_factory=list, alias="SALESFORCE_CDC_SKIP_ORIGINS"
+    )
+    # Salesforce's token response carries no lifetime: renew after this many seconds
+    # (15 min = the shortest session timeout an org can set).
+    salesforce_token_refresh_seconds: float = Field(
+        900.0, alias="SALESFORCE_TOKEN_REFRESH_SECONDS", ge=30, le=86_400
+    )
+
+    @field_validator(
+        "salesforce_cdc_topics", "salesforce_cdc_skip_users", "salesforce_cdc_skip_origins",
+        mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _cdc_lists(cls, value: Any) -> list[str]:
+        if value is None or value == "":
+            return []
+        if isinstance(value, list | tuple):
+            return [str(v).strip() for v in value if str(v).strip()]
+        return [part.strip() for part in str(value).split(",") if part.strip()]
+
+    @field_validator("salesforce_cdc_topics")
+    @classmethod
+    def _cdc_topics(cls, value: list[str]) -> list[str]:
+        for topic in value:
+            if not topic.startswith("/data/") or " " in topic:
+                raise ValueError("each topic must look like /data/ContactChangeEvent")
+        return value
+
+    @field_validator("salesforce_instance_url")
+    @classmethod
+    def _instance_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be the org's My Domain URL, https://<domain>.my.salesforce.com")
+        return value.rstrip("/")
+
+    @field_validator("salesforce_cdc_initial_replay", mode="before")
+    @classmethod
+    def _lower_replay(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    def salesforce_cdc_problem(self) -> str | None:
+        """What is missing for the CDC subscriber, as one line naming the variable; else None."""
+        if not self.salesforce_instance_url:
+            return "SALESFORCE_INSTANCE_URL: missing (the org's My Domain URL)"
+        if not self.salesforce_client_id:
+            return "SALESFORCE_CLIENT_ID: missing (the external client app's consumer key)"
+        if self.salesforce_username or self.salesforce_jwt_key_file:
+            if not (self.salesforce_username and self.salesforce_jwt_key_file):
+                return "SALESFORCE_USERNAME and SALESFORCE_JWT_KEY_FILE: JWT bearer needs both"
+            if not self.salesforce_jwt_key_file.is_file():
+                return "SALESFORCE_JWT_KEY_FILE: not a readable file"
+            return None
+        if self.salesforce_client_secret is None:
+            return (
+                "SALESFORCE_CLIENT_SECRET: missing (client credentials), or set "
+                "SALESFORCE_USERNAME + SALESFORCE_JWT_KEY_FILE (JWT bearer)"
+            )
+        return None
+
+    # ---- end of Salesforce CDC settings ----
 
     generic_webhook_secret: SecretStr | None = Field(None, alias="GENERIC_WEBHOOK_SECRET")
 

@@ -6,7 +6,8 @@ can finish from. Key layout (all under `lls:`):
 
 - `lls:seen:{fingerprint}` (string): dedupe ledger, TTL `DEDUPE_TTL_SECONDS` (7 days).
 - `lls:snap:{src}:{acct}:{id}` (hash): a record's last known CRM values, field ->
-  [value, ts_ms].
+  [value, ts_ms(, seq)]: seq (ChangeEvent.seq, order within ts_ms) as 20-digit text, only
+  when not zero (see _SEQ).
 - `lls:links` (hash): `{src}:{acct}:{id}` -> LeadLex id (`acct` empty = any account);
   `lls:rlinks:{leadlex_id}` (set) is the reverse index. A CRM deletion keeps the link (the
   record's lifecycle says it is inactive), so a restore resumes syncing.
@@ -20,8 +21,8 @@ can finish from. Key layout (all under `lls:`):
 - `lls:resolve:retry` (zset): `{src}:{id}` -> when to try again the contact lookup of a
   record whose events are parked because the lookup could not run (no budget, circuit
   open, LeadLex error); the pump's `retry_unresolved` replays them.
-- `lls:stage:{leadlex_id}` (hash): staged LeadLex field -> [value, ts_ms, origin].
-- `lls:applied:{leadlex_id}` (hash): last value applied per field -> [value, ts_ms]
+- `lls:stage:{leadlex_id}` (hash): staged LeadLex field -> [value, ts_ms, origin(, seq)].
+- `lls:applied:{leadlex_id}` (hash): last value applied per field -> [value, ts_ms(, seq)]
   (value null: unknown since a PATCH of unknown outcome, so it is sent again);
   `_updated` -> LeadLex's updated_date after our last write.
 - `lls:notes:{leadlex_id}` (hash): per CRM record, the notes text already appended.
@@ -150,6 +151,19 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+SEQ_MAX = 10**20 - 1  # a within-time sequence is stored as 20 digits (see _SEQ)
+
+
+def seq_text(seq: int) -> str:
+    """The stored form of a within-time sequence: 20 digits, '' for 0 (not stored)."""
+    return f"{min(seq, SEQ_MAX):020d}" if seq > 0 else ""
+
+
+def seq_at(entry: list[Any], index: int) -> int:
+    """The sequence stored at `index` of a snapshot / stage / applied entry (absent: 0)."""
+    return int(entry[index]) if len(entry) > index and entry[index] else 0
+
+
 # The tie rule shared by the prelude and staging: on equal CRM times the greater value wins,
 # compared bytewise on UTF-8 (not with the server's locale); a null (cleared or unknown)
 # value is below any text. It does not depend on arrival order, so replicas converge.
@@ -162,6 +176,32 @@ local function gt(a, b)
     if x ~= y then return x > y end
   end
   return #a > #b
+end
+"""
+
+# Order within one CRM time (ChangeEvent.seq, e.g. CDC's commit and sequence numbers): a
+# 20-digit zero-padded text (exact, whatever its size; cjson keeps only 14 digits of a
+# number), stored only when not zero, so entries without one read as sequence 0. cmp
+# orders (ts, seq) pairs: 1 when a is later, -1 when earlier, 0 when equal; only then does
+# the value tie rule (_GT) apply.
+_SEQ = """
+local Q0 = '00000000000000000000'
+local function q_of(x)
+  if type(x) == 'string' and #x == 20 then return x end
+  return Q0
+end
+local function cmp(ats, aq, bts, bq)
+  if ats ~= bts then
+    if ats > bts then return 1 end
+    return -1
+  end
+  if aq == bq then return 0 end
+  if gt(aq, bq) then return 1 end
+  return -1
+end
+local function with_q(t, q)
+  if q ~= Q0 then t[#t + 1] = q end
+  return t
 end
 """
 
@@ -182,13 +222,15 @@ end
 
 # The first step of ingest in one round trip: dedupe check, lifecycle, link, and (for
 # events with values) the snapshot merge. KEYS: seen, life, links, snapshot, gone (legacy)
-# ARGV: record field, any-account field, merge (0/1), ts_ms, whole record (0/1), then
-# field, value-json pairs. Returns {1} when seen, else {0, life entry or false, link or
-# false, snapshot...}. Nothing is merged while the record is erased, or deleted / merged
-# at or after ts. A field takes the event's value when it is newer, or as new and greater
-# (the tie rule); for a whole-record event a value equal to the known one keeps its time.
+# ARGV: record field, any-account field, merge (0/1), ts_ms, whole record (0/1), seq (_SEQ
+# text), then field, value-json pairs. Returns {1} when seen, else {0, life entry or
+# false, link or false, snapshot...}. Nothing is merged while the record is erased, or
+# deleted / merged at or after ts. A field takes the event's value when it is newer by
+# (time, seq), or as new and greater (the tie rule); for a whole-record event a value equal
+# to the known one keeps its time.
 _PRELUDE = (
     _GT
+    + _SEQ
     + _LIFE_OF
     + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {1} end
@@ -199,18 +241,19 @@ local ts = tonumber(ARGV[4])
 local open = (not state) or (state ~= 'erased' and (state == 'active' or lts < ts))
 if ARGV[3] == '1' and open then
   local whole = ARGV[5] == '1'
-  for i = 6, #ARGV, 2 do
+  local q = q_of(ARGV[6])
+  for i = 7, #ARGV, 2 do
     local v = cjson.decode(ARGV[i + 1])
     local cur = redis.call('HGET', KEYS[4], ARGV[i])
     local take = true
     if cur then
       local c = cjson.decode(cur)
-      local cts = tonumber(c[2])
+      local order = cmp(tonumber(c[2]), q_of(c[3]), ts, q)
       if whole and c[1] == v then take = false
-      elseif cts > ts then take = false
-      elseif cts == ts then take = gt(v, c[1]) end
+      elseif order > 0 then take = false
+      elseif order == 0 then take = gt(v, c[1]) end
     end
-    if take then redis.call('HSET', KEYS[4], ARGV[i], cjson.encode({v, ts})) end
+    if take then redis.call('HSET', KEYS[4], ARGV[i], cjson.encode(with_q({v, ts}, q))) end
   end
 end
 local out = {0, life or false, link or false}
@@ -226,38 +269,41 @@ return out
 # in the same step mark the event seen, unpark it, lease a newly due contact and count.
 # KEYS: stage, applied, due, seen ('' = none), unlinked, counters, lease
 # ARGV: due_at, seen_ttl, fp, lease_ms, staged-counter, stale-counter, coalesced-counter
-#       ('' = not counted), extra stale, then field, value, ts, origin (4 per field).
-# Returns {newly_due (0/1), staged count, stale count}. Equal CRM times follow the tie
-# rule (_GT) against both applied and staged values, counted in `field_time_ties`; except
-# for a restage without an event (seen = '': the flush re-mapping staged values from their
-# record's snapshot), which replaces values as new as itself, as before ties had a rule.
+#       ('' = not counted), extra stale, then field, value, ts, origin, seq (5 per field).
+# Returns {newly_due (0/1), staged count, stale count}. Values are ordered by (CRM time,
+# seq); equal pairs follow the tie rule (_GT) against both applied and staged values,
+# counted in `field_time_ties`; except for a restage without an event (seen = '': the
+# flush re-mapping staged values from their record's snapshot), which replaces values as
+# new as itself, as before ties had a rule.
 _STAGE = (
     _GT
+    + _SEQ
     + """
 local staged, stale, ties = 0, 0, 0
 local ruled = KEYS[4] ~= ''
-for i = 9, #ARGV, 4 do
+for i = 9, #ARGV, 5 do
   local f, v, ts, origin = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  local q = q_of(ARGV[i + 4])
   local newer, tie = true, false
   local a = redis.call('HGET', KEYS[2], f)
   if a then
     local d = cjson.decode(a)
-    local ats = tonumber(d[2])
-    if ats > ts then newer = false
-    elseif ruled and ats == ts and type(d[1]) == 'string' and d[1] ~= v then
+    local order = cmp(tonumber(d[2]), q_of(d[3]), ts, q)
+    if order > 0 then newer = false
+    elseif ruled and order == 0 and type(d[1]) == 'string' and d[1] ~= v then
       tie, newer = true, gt(v, d[1])
     end
   end
   local s = redis.call('HGET', KEYS[1], f)
   if newer and s then
     local d = cjson.decode(s)
-    local sts = tonumber(d[2])
-    if sts > ts then newer = false
-    elseif ruled and sts == ts and d[1] ~= v then tie, newer = true, gt(v, d[1]) end
+    local order = cmp(tonumber(d[2]), q_of(d[4]), ts, q)
+    if order > 0 then newer = false
+    elseif ruled and order == 0 and d[1] ~= v then tie, newer = true, gt(v, d[1]) end
   end
   if tie then ties = ties + 1 end
   if newer then
-    redis.call('HSET', KEYS[1], f, cjson.encode({v, ts, cjson.decode(origin)}))
+    redis.call('HSET', KEYS[1], f, cjson.encode(with_q({v, ts, cjson.decode(origin)}, q)))
     staged = staged + 1
   else
     stale = stale + 1
@@ -292,7 +338,12 @@ return {added, staged, stale}
 # Accepted when the token is the fence counter's current value, or when the intent still
 # carries the given key (the outcome of that very write); refused when a key is given and
 # the intent carries another one. Returns -1 when refused, else the staged fields left.
-_COMMIT = """
+# Applied values are ordered by (CRM time, seq) like staging; the seq is kept when a value
+# becomes unknown.
+_COMMIT = (
+    _GT
+    + _SEQ
+    + """
 local current = redis.call('GET', KEYS[7]) == ARGV[4]
 local raw_intent = redis.call('GET', KEYS[4])
 local mine = false
@@ -306,8 +357,10 @@ for i = 9, #ARGV, 3 do
   local st = cjson.decode(raw)
   if kind == 'f' then
     local a = redis.call('HGET', KEYS[2], f)
-    if (not a) or tonumber(cjson.decode(a)[2]) <= tonumber(st[2]) then
-      redis.call('HSET', KEYS[2], f, cjson.encode({st[1], st[2]}))
+    local q = q_of(st[4])
+    local d = a and cjson.decode(a)
+    if (not d) or cmp(tonumber(d[2]), q_of(d[3]), tonumber(st[2]), q) <= 0 then
+      redis.call('HSET', KEYS[2], f, cjson.encode(with_q({st[1], st[2]}, q)))
     end
   elseif kind == 'n' then
     redis.call('HSET', KEYS[5], string.sub(f, 7), st[1])
@@ -317,7 +370,8 @@ end
 for _, f in ipairs(cjson.decode(ARGV[7])) do
   local a = redis.call('HGET', KEYS[2], f)
   if a then
-    redis.call('HSET', KEYS[2], f, cjson.encode({cjson.null, cjson.decode(a)[2]}))
+    local d = cjson.decode(a)
+    redis.call('HSET', KEYS[2], f, cjson.encode(with_q({cjson.null, d[2]}, q_of(d[3]))))
   end
 end
 if #cjson.decode(ARGV[7]) > 0 then redis.call('HDEL', KEYS[2], '_updated') end
@@ -343,6 +397,7 @@ end
 redis.call('ZADD', KEYS[3], 'LT', ARGV[3], ARGV[1])
 return redis.call('HLEN', KEYS[1])
 """
+)
 
 # Inbox entries acknowledged before `cutoff`: drop those taken in (event seen, parked as
 # unlinked, or gone from the hash); move the others to `now` and return them.
@@ -372,16 +427,21 @@ return out
 # A PATCH of unknown outcome may have changed these fields in LeadLex: their applied values
 # become unknown (null; the CRM time is kept, so ordering still holds) and so does LeadLex's
 # updated_date. KEYS: applied   ARGV: fields
-_FORGET = """
+_FORGET = (
+    _GT
+    + _SEQ
+    + """
 for i = 1, #ARGV do
   local a = redis.call('HGET', KEYS[1], ARGV[i])
   if a then
-    redis.call('HSET', KEYS[1], ARGV[i], cjson.encode({cjson.null, cjson.decode(a)[2]}))
+    local d = cjson.decode(a)
+    redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(with_q({cjson.null, d[2]}, q_of(d[3]))))
   end
 end
 redis.call('HDEL', KEYS[1], '_updated')
 return 1
 """
+)
 
 # One dead letter, once. KEYS: dlq, counters   ARGV: letter JSON ({fields, counters, once}).
 _LETTER = """
@@ -615,6 +675,13 @@ class Staged:
     ts_ms: int
     origin: dict[str, Any]
     raw: str
+    seq: int = 0  # order within ts_ms (ChangeEvent.seq)
+
+    @classmethod
+    def parse(cls, field: str, raw: str) -> Staged:
+        """A stored stage entry `[value, ts, origin(, seq)]` (entries before seq had three)."""
+        entry = json.loads(raw)
+        return cls(field, entry[0], int(entry[1]), entry[2] or {}, raw, seq_at(entry, 3))
 
 
 class State:
@@ -658,6 +725,23 @@ class State:
         `changes` None: no merge (events without values); the snapshot is then empty.
         `whole_record`: the event carries every field with the record's time; a field whose
         value did not change keeps its earlier time."""
+        seen, life, link, snap, _seqs = self.prelude_seq(
+            fp, record_key, ts_ms, changes, whole_record=whole_record
+        )
+        return seen, life, link, snap
+
+    def prelude_seq(
+        self,
+        fp: str,
+        record_key: str,
+        ts_ms: int,
+        changes: Mapping[str, str | None] | None,
+        *,
+        whole_record: bool = False,
+        seq: int = 0,
+    ) -> tuple[bool, Life | None, str | None, dict[str, tuple[str | None, int]], dict[str, int]]:
+        """`prelude` for an event ordered by (ts_ms, seq); also returns each snapshot field's
+        sequence (fields without one are absent: 0)."""
         source, _account, object_id = record_key.split(":", 2)
         argv: list[Any] = [
             record_key,
@@ -665,25 +749,29 @@ class State:
             "1" if changes is not None else "0",
             ts_ms,
             "1" if whole_record else "0",
+            seq_text(seq),
         ]
         for name, value in (changes or {}).items():
             argv += [name, json.dumps(value)]
         keys = [seen_key(fp), LIFE, LINKS, snap_key(record_key), GONE]
         reply = self._prelude(keys=keys, args=argv)
         if int(reply[0]) == 1:
-            return True, None, None, {}
+            return True, None, None, {}, {}
         life = Life.parse(reply[1])
         link = _s(reply[2]) if reply[2] else None
-        snap: dict[str, tuple[str | None, int]] = {}
-        for i in range(3, len(reply), 2):
-            value, ts = json.loads(reply[i + 1])
-            snap[_s(reply[i])] = (value, int(ts))
-        return False, life, link, snap
+        snap, seqs = _snapshot_of((_s(reply[i]), reply[i + 1]) for i in range(3, len(reply), 2))
+        return False, life, link, snap, seqs
 
     # ---- snapshots ------------------------------------------------------------------------
     def snapshot(self, record_key: str) -> dict[str, tuple[str | None, int]]:
+        return self.snapshot_seq(record_key)[0]
+
+    def snapshot_seq(
+        self, record_key: str
+    ) -> tuple[dict[str, tuple[str | None, int]], dict[str, int]]:
+        """The record's snapshot (field -> (value, ts_ms)) and its fields' non-zero seqs."""
         raw = self.redis.hgetall(snap_key(record_key))
-        return {_s(k): (json.loads(v)[0], int(json.loads(v)[1])) for k, v in raw.items()}
+        return _snapshot_of((_s(k), v) for k, v in raw.items())
 
     # ---- links ----------------------------------------------------------------------------
     def resolve_link(self, source: str, account: str, object_id: str) -> str | None:
@@ -915,11 +1003,13 @@ class State:
         lease_seconds: float = 60.0,
         counters: tuple[str, str, str] = ("", "", ""),
         extra_stale: int = 0,
+        seqs: Mapping[str, int] | None = None,
     ) -> tuple[bool, int, int]:
         """Stage (field, value, ts_ms, origin) for `contact` atomically, and in the same step
         mark `fp` seen, drop it from the record's parked events (`unpark` = (source,
         object_id)), lease the contact if it became due, and count staged / stale /
         coalesced in the shared metrics (`counters` = their metric field names).
+        `seqs` gives a field's order within its ts_ms (absent: 0).
 
         Returns (newly_due, staged, stale)."""
         argv: list[Any] = [
@@ -931,7 +1021,8 @@ class State:
             extra_stale,
         ]
         for field, value, ts, origin in fields:
-            argv += [field, value, ts, json.dumps(origin, separators=(",", ":"))]
+            seq = seqs.get(field, 0) if seqs else 0
+            argv += [field, value, ts, json.dumps(origin, separators=(",", ":")), seq_text(seq)]
         keys = [
             stage_key(contact),
             applied_key(contact),
@@ -945,18 +1036,18 @@ class State:
         return bool(added), int(staged), int(stale)
 
     def read_stage(self, contact: str) -> list[Staged]:
-        out = []
-        for field, raw in self.redis.hgetall(stage_key(contact)).items():
-            value, ts, origin = json.loads(raw)
-            out.append(Staged(_s(field), value, int(ts), origin or {}, _s(raw)))
-        return out
+        return [
+            Staged.parse(_s(f), _s(raw))
+            for f, raw in self.redis.hgetall(stage_key(contact)).items()
+        ]
 
     def applied(self, contact: str) -> dict[str, Any]:
-        """Applied values: field -> (value, ts_ms); `_updated` -> LeadLex updated_date string."""
+        """Applied values: field -> (value, ts_ms); `_updated` -> LeadLex updated_date string.
+        (A non-zero seq, stored as a third element, is used by the Lua steps only.)"""
         out: dict[str, Any] = {}
         for field, raw in self.redis.hgetall(applied_key(contact)).items():
             name = _s(field)
-            out[name] = _s(raw) if name == "_updated" else tuple(json.loads(raw))
+            out[name] = _s(raw) if name == "_updated" else tuple(json.loads(raw)[:2])
         return out
 
     def forget_applied(self, contact: str, fields: Iterable[str]) -> None:
@@ -1135,6 +1226,27 @@ class State:
         pipe.hget(attempts_key(contact), "first")
         n, _, first = pipe.execute()
         return int(n), float(first)
+
+
+def _snapshot_of(
+    rows: Iterable[tuple[str, Any]],
+) -> tuple[dict[str, tuple[str | None, int]], dict[str, int]]:
+    """Parse snapshot entries `[value, ts(, seq)]`: (field -> (value, ts), field -> seq)."""
+    snap: dict[str, tuple[str | None, int]] = {}
+    seqs: dict[str, int] = {}
+    for name, raw in rows:
+        entry = json.loads(raw)
+        snap[name] = (entry[0], int(entry[1]))
+        if seq := seq_at(entry, 2):
+            seqs[name] = seq
+    return snap, seqs
+
+
+def seq_of_time(
+    snapshot: Mapping[str, tuple[str | None, int]], seqs: Mapping[str, int], ts_ms: int
+) -> int:
+    """The greatest seq among a record's snapshot fields dated `ts_ms` (0 when none)."""
+    return max((q for f, q in seqs.items() if snapshot.get(f, (None, -1))[1] == ts_ms), default=0)
 
 
 def inbox_add(pipe: Any, events: Iterable[tuple[str, str]], now: float) -> None:

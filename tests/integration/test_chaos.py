@@ -90,6 +90,42 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     assert summary["checked"]["fields_checked"] > 0
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(SHORT_RUN_TIMEOUT + 90)
+def test_short_chaos_run_with_salesforce_cdc_keeps_every_invariant(tmp_path: Path) -> None:
+    """With Salesforce edits as CDC events (subscriber SIGKILLs, a broken stream, besides the
+    usual faults) every field ends newest and every note once or surfaced."""
+    out = tmp_path / "summary.json"
+    with (tmp_path / "chaos.log").open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "chaos.py"), "--short", "--seed", "7",
+             "--salesforce-source", "cdc", "--out", str(out)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+        try:
+            code = proc.wait(timeout=SHORT_RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)  # the run then stops every process it started
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=60)
+            proc.kill()
+            pytest.fail(f"chaos run still going after {SHORT_RUN_TIMEOUT}s; see {tmp_path}")
+    log_tail = (tmp_path / "chaos.log").read_text(errors="replace")[-3000:]
+    assert out.exists(), log_tail
+    summary = json.loads(out.read_text())
+    assert summary["violations"] == [], json.dumps(summary["violations"], indent=1)
+    assert code == 0, log_tail
+    faults = " ".join(f["fault"] for f in summary["faults"])
+    assert "cdc subscriber SIGKILL" in faults
+    assert "cdc stream broken" in faults
+    assert "redis kill -9" in faults
+    assert summary["config"]["salesforce_source"] == "cdc"
+    cdc = summary["salesforce_cdc"]
+    assert cdc["published"] == summary["events"]["salesforce"] > 0
+    assert cdc["events_delivered"] >= cdc["published"]
+    assert summary["checked"]["fields_checked"] > 0
+
+
 # ---- what the chaos run found: settling a PATCH whose answer was lost -------------------------
 SF_ORG = "00D5g000004ChAoSEA"
 

@@ -123,7 +123,7 @@ def test_compose_has_every_service_and_sandbox_behind_a_profile() -> None:
     """Compose defines proxy, redis, web, worker, beat, flower, and the simulator only under
     `sandbox`."""
     services = compose()["services"]
-    assert set(services) == {"proxy", "redis", *APP_SERVICES, "sandbox"}
+    assert set(services) == {"proxy", "redis", *APP_SERVICES, "cdc", "sandbox"}
     assert services["sandbox"]["profiles"] == ["sandbox"]
     for name in ("redis", *APP_SERVICES):
         assert "profiles" not in services[name], name
@@ -164,7 +164,7 @@ def test_compose_app_services_share_one_image_env_file_and_wait_for_redis() -> N
     assert all(p.startswith("127.0.0.1:") for p in services["flower"]["ports"])
 
 
-@pytest.mark.parametrize("service", [*APP_SERVICES, "sandbox"])
+@pytest.mark.parametrize("service", [*APP_SERVICES, "cdc", "sandbox"])
 def test_compose_commands_name_real_entry_points(service: str) -> None:
     """Every compose command runs gunicorn, `celery -A worker` or a real `leadlex-sync` command."""
     assert_real_entry_point(argv_of(compose()["services"][service]["command"]))
@@ -174,7 +174,7 @@ def test_compose_commands_match_the_procfile() -> None:
     """web, worker, beat and flower run the same argv under compose as under the Procfile."""
     services = compose()["services"]
     entries = procfile()
-    for name in APP_SERVICES:
+    for name in (*APP_SERVICES, "cdc"):
         assert argv_of(services[name]["command"]) == argv_of(entries[name]), name
 
 
@@ -245,7 +245,7 @@ def test_env_example_values_are_valid_settings() -> None:
 def test_procfile_has_the_four_processes_and_each_parses() -> None:
     """The Procfile has web, worker, beat and flower lines, each a valid shell command."""
     entries = procfile()
-    assert set(entries) == set(APP_SERVICES)
+    assert set(entries) == {*APP_SERVICES, "cdc"}
     for name, command in entries.items():
         argv = argv_of(command)
         assert argv, name
@@ -274,7 +274,7 @@ def test_procfile_passes_honcho_check() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "Valid procfile detected (web, worker, beat, flower)" in proc.stdout + proc.stderr
+    assert "Valid procfile detected (web, worker, beat, flower, cdc)" in proc.stdout + proc.stderr
 
 
 # ---- Dockerfile ---------------------------------------------------------------------------

@@ -83,6 +83,9 @@ def test_label_values_come_from_fixed_sets() -> None:
     assert label_value("status", "429") == "429"
     assert label_value("reason", "invalid_event") == "invalid_event"
     assert label_value("reason", "Invalid Event <script>") == "other"
+    # a CDC channel from SALESFORCE_CDC_TOPICS (configuration, not a sender) keeps its name
+    assert label_value("topic", "/data/ContactChangeEvent") == "/data/ContactChangeEvent"
+    assert label_value("topic", "/data/x y") == "other"
     assert Metrics.field("events_ignored", source="x", kind="y" * 500) == (
         '["events_ignored","other","other"]'
     )

@@ -3,7 +3,6 @@ write of unknown outcome for its settle (never dropped unsettled)."""
 
 from __future__ import annotations
 
-import json
 import random
 from typing import Any
 
@@ -149,11 +148,7 @@ def _unknown_outcome(
 
 def intent_items(intent: dict[str, Any]) -> list[tuple[Staged, str]]:
     """The staged entries a write carried, exactly as read when it was built."""
-    out = []
-    for field, raw, kind in intent.get("items", []):
-        value, ts, origin = json.loads(raw)
-        out.append((Staged(field, value, int(ts), origin or {}, raw), kind))
-    return out
+    return [(Staged.parse(field, raw), kind) for field, raw, kind in intent.get("items", [])]
 
 
 def plain_fields(intent: dict[str, Any]) -> list[str]:
@@ -179,6 +174,7 @@ def staged_letter(
         "object_id": object_id,
         "kind": "update",
         "occurred_at_ms": s.ts_ms,
+        "seq": s.seq,
         "fingerprint": "",
         "changes": s.origin.get("c", {}),
         "leadlex_field": "notes" if s.field.startswith(NOTES_PREFIX) else s.field,

@@ -13,7 +13,7 @@ from worker.pipeline.failures import on_error
 from worker.pipeline.runtime import FlushOutcome, Runtime, flush_lease_seconds, park
 from worker.pipeline.send import send
 from worker.pipeline.settle import settle_intent
-from worker.state import NOTES_PREFIX, Staged
+from worker.state import NOTES_PREFIX, Staged, seq_of_time
 
 log = logging.getLogger("leadlex_sync.worker")
 
@@ -69,9 +69,9 @@ def _flush_held(rt: Runtime, contact: str, token: int) -> FlushOutcome:
     if not staged:
         left = st.commit(contact, [], token=token)
         return FlushOutcome("empty" if left is not None else "fenced")
-    fixes = _recompose(rt, staged)
+    fixes, fix_seqs = _recompose(rt, staged)
     if fixes:
-        st.stage(contact, fixes, due_at=now, fp=None, seen_ttl=1)
+        st.stage(contact, fixes, due_at=now, fp=None, seen_ttl=1, seqs=fix_seqs)
         staged = st.read_stage(contact)
 
     applied = st.applied(contact)
@@ -136,7 +136,9 @@ def _flush_held(rt: Runtime, contact: str, token: int) -> FlushOutcome:
     return send(rt, contact, token, intent, grant)
 
 
-def _recompose(rt: Runtime, staged: list[Staged]) -> list[tuple[str, str, int, dict[str, Any]]]:
+def _recompose(
+    rt: Runtime, staged: list[Staged]
+) -> tuple[list[tuple[str, str, int, dict[str, Any]]], dict[str, int]]:
     """Staged values recomputed from their records' current snapshots, where they differ.
 
     Two events of one record ingested at once (say first and last name, by two worker
@@ -151,8 +153,9 @@ def _recompose(rt: Runtime, staged: list[Staged]) -> list[tuple[str, str, int, d
                 (str(s.origin["r"]), str(s.origin.get("t", "contact"))), []
             ).append(s)
     fixes: list[tuple[str, str, int, dict[str, Any]]] = []
+    seqs: dict[str, int] = {}
     for (record, object_type), group in by_record.items():
-        snapshot = rt.state.snapshot(record)
+        snapshot, snapshot_seqs = rt.state.snapshot_seq(record)
         if not snapshot:
             continue
         result = map_record(
@@ -160,9 +163,13 @@ def _recompose(rt: Runtime, staged: list[Staged]) -> list[tuple[str, str, int, d
         )
         for s in group:
             fv = result.fields.get(s.field)
-            if fv is not None and fv.value != s.value and fv.ts_ms >= s.ts_ms:
+            if fv is None or fv.value == s.value:
+                continue
+            seq = seq_of_time(snapshot, snapshot_seqs, fv.ts_ms)
+            if (fv.ts_ms, seq) >= (s.ts_ms, s.seq):
                 fixes.append((s.field, fv.value, fv.ts_ms, s.origin))
-    return fixes
+                seqs[s.field] = seq
+    return fixes, seqs
 
 
 def _read_baseline(

@@ -2,15 +2,17 @@
 
 Order: the event's time is first clamped (`clamp_future`: no later than receive time +
 MAX_CLOCK_SKEW_SECONDS); lifecycle events go to worker.pipeline.lifecycle; field values
-merge into the record's snapshot per field by CRM time (equal times: the tie rule, see
-worker.state; whole-record events stamp only the fields whose value changed), and only the
-fields this event set are mapped and staged.
+merge into the record's snapshot per field by CRM time, then `seq` (the order within one
+time, CDC only; equal pairs: the tie rule, see worker.state; whole-record events stamp
+only the fields whose value changed), and only the fields this event set are mapped and
+staged.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from worker.events import ChangeEvent, clamp_future
@@ -20,7 +22,7 @@ from worker.pipeline.lifecycle import LIFECYCLE_KINDS, apply_lifecycle
 from worker.pipeline.linking import replay_parked
 from worker.pipeline.resolve import resolve
 from worker.pipeline.runtime import Runtime
-from worker.state import NOTES_PREFIX
+from worker.state import NOTES_PREFIX, seq_of_time
 
 log = logging.getLogger("leadlex_sync.worker")
 
@@ -41,12 +43,13 @@ def ingest(rt: Runtime, event: ChangeEvent) -> str:
         return outcome
     record = event.record_key
     with_values = event.kind in ("update", "create") and bool(event.changes)
-    seen, life, link, snapshot = st.prelude(
+    seen, life, link, snapshot, seqs = st.prelude_seq(
         event.fingerprint,
         record,
         event.occurred_at_ms,
         event.changes if with_values else None,
         whole_record=event.whole_record,
+        seq=event.seq,
     )
     if seen:
         rt.metrics.incr("events_deduped", source=event.source)
@@ -73,13 +76,15 @@ def ingest(rt: Runtime, event: ChangeEvent) -> str:
         return life.state
 
     # The fields whose value this event set (or, on a tie, competes for): an unchanged
-    # field of a whole-record event and a field a newer event set are left out. On a tie
-    # the event's own value is mapped and the staging step applies the tie rule to the
-    # LeadLex values, so ties resolve the same way whatever the arrival order.
+    # field of a whole-record event and a field a newer event set (by time, then seq) are
+    # left out. On a tie the event's own value is mapped and the staging step applies the
+    # tie rule to the LeadLex values, so ties resolve the same way whatever the arrival order.
     current = [
         name
         for name in event.changes
-        if name in snapshot and snapshot[name][1] == event.occurred_at_ms
+        if name in snapshot
+        and snapshot[name][1] == event.occurred_at_ms
+        and seqs.get(name, 0) == event.seq
     ]
     stale = len(event.changes) - len(current)
     view = dict(snapshot)
@@ -138,10 +143,29 @@ def ingest(rt: Runtime, event: ChangeEvent) -> str:
         lease_seconds=rt.settings.coalesce_seconds + rt.lease_seconds,
         counters=_counter_fields(event.source),
         extra_stale=stale,
+        seqs=row_seqs(rows, snapshot, seqs, event.occurred_at_ms, event.seq),
     )
     if newly_due:
         rt.dispatch_flush(contact, rt.settings.coalesce_seconds)
     return "staged" if staged else "stale"
+
+
+def row_seqs(
+    rows: list[tuple[str, str, int, dict[str, Any]]],
+    snapshot: Mapping[str, tuple[str | None, int]],
+    snapshot_seqs: Mapping[str, int],
+    ts_ms: int,
+    seq: int,
+) -> dict[str, int]:
+    """The within-time order of each staged row: the event's own `seq` for a value of its
+    time; a value of another time (a name composed with a newer part) takes the greatest
+    seq of the record's snapshot fields of that time (the flush re-maps it if needed)."""
+    out: dict[str, int] = {}
+    for name, _value, ts, _origin in rows:
+        row_seq = seq if ts == ts_ms else seq_of_time(snapshot, snapshot_seqs, ts)
+        if row_seq:
+            out[name] = row_seq
+    return out
 
 
 @functools.cache
