@@ -18,6 +18,7 @@ import os
 from celery import Celery
 from kombu import Exchange, Queue
 
+from worker.broker_recovery import transport_for
 from worker.settings import default_redis_url, load_settings
 
 # The product prefix of every queue name (Redis keys use `lls:`, see worker/state.py).
@@ -67,8 +68,9 @@ app = Celery(
     include=["worker.tasks", "pull_sources.hubspot_journal.tasks"],
     loader="worker.preflight:Loader",
 )
+BROKER_URL = _broker_url()
 app.conf.update(
-    broker_url=_broker_url(),
+    broker_url=BROKER_URL,
     broker_transport_options={
         "visibility_timeout": visibility_timeout(),
         # Fail fast when Redis is down: the receiver must answer 503 within the CRM's timeout.
@@ -80,6 +82,9 @@ app.conf.update(
         "unacked_restore_interval": max(1, min(10, visibility_timeout() // 6)),
         "unacked_restore_throttle": 1,
     },
+    # Survive a Redis restart: kombu 5.7 raised AttributeError on a broken connection's
+    # close or late ack and the worker exited; see worker/broker_recovery.py.
+    broker_transport=transport_for(BROKER_URL),
     broker_connection_retry_on_startup=True,
     task_serializer="json",
     accept_content=["json"],
