@@ -162,6 +162,10 @@ class Settings(BaseModel):
     )
     # promises-lifecycle: event times later than receive time + this are clamped to it.
     max_clock_skew_seconds: int = Field(300, alias="MAX_CLOCK_SKEW_SECONDS", ge=0, le=86_400)
+    # fast (issue 14): the budget's margin beyond each call's measured flight time.
+    leadlex_rate_margin_seconds: float = Field(
+        0.1, alias="LEADLEX_RATE_MARGIN_SECONDS", ge=0, le=10
+    )
     log_format: Literal["auto", "json", "console"] = Field("auto", alias="LOG_FORMAT")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
 
