@@ -161,7 +161,8 @@ def _budget_note(bud: Any) -> str:
     enforced = dig(bud, "leadlex_sync", "utilization_of_enforced_budget")
     parts = []
     if ceiling is not None:
-        parts.append(f"ceiling with the 1 s safety margin at this window: {ceiling}")
+        margin = dig(bud, "setup", "budget_safety_seconds")
+        parts.append(f"ceiling with the {margin} s margin at this window: {ceiling}")
     if enforced is not None:
         parts.append(f"of the enforced budget: {enforced}")
     return "; ".join(parts)
@@ -501,7 +502,7 @@ def chart_budget(bud: Any, meta: dict[str, Any], path: Path) -> bool:
     else:
         labels = [
             "utilization\n(calls ÷ allowed)",
-            "of the enforced\nbudget (1 s margin)",
+            "of the enforced\nbudget (+ margin)",
             "busiest window\n÷ allowed",
         ]
         x = list(range(len(labels)))
@@ -770,10 +771,12 @@ def render_markdown(results: dict[str, Any], images: dict[str, str], series_draw
             f"window (standing in for Starter's 10 a minute); {s.get('contacts')} contacts x "
             f"{s.get('edits_per_contact')} edits arrive as signed HubSpot webhooks in waves "
             f"{s.get('wave_gap_seconds')} s apart. Utilization = calls ÷ what a perfectly paced "
-            "client could have made while the backlog waited. Our budget keeps a "
-            f"{s.get('budget_safety_seconds')} s safety margin on every window, so its ceiling "
-            f"at this window is {s.get('utilization_ceiling')} (0.984 at LeadLex's real 60 s "
-            "window); `utilization_of_enforced_budget` measures against that.",
+            "client could have made while the backlog waited. Our budget counts each call "
+            "until the latest moment it can have reached LeadLex (its measured flight time) "
+            f"plus a {s.get('budget_safety_seconds')} s margin, so its ceiling at this window "
+            f"is about {s.get('utilization_ceiling')}; `utilization_of_enforced_budget` "
+            "measures against window + margin. The two leadlex-sync worker processes run as "
+            f"two hosts ({', '.join(o.get('worker_hosts') or [])}) on one Redis.",
             "",
         ]
         keys = [
@@ -785,6 +788,7 @@ def render_markdown(results: dict[str, Any], images: dict[str, str], series_draw
             "accepted_calls",
             "max_accepted_calls_in_any_window",
             "max_arrivals_in_any_window",
+            "max_patches_per_contact_in_any_window",
             "busy_seconds",
         ]
         lines += _table(

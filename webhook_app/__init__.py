@@ -111,7 +111,13 @@ def create_app(
         settings=settings,
         redis=client,
         enqueuer=Enqueuer(
-            celery_app, client, settings.redis_url, dead_letters=dead_letters, timeout=timeout
+            celery_app,
+            client,
+            settings.redis_url,
+            dead_letters=dead_letters,
+            timeout=timeout,
+            # The client and the broker are both REDIS_URL: inbox + message in one MULTI.
+            direct_publish=settings.receiver_direct_publish,
         ),
         clock=clock,
         generic_keys=_generic_keys(settings),

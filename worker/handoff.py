@@ -39,6 +39,7 @@ from celery import Celery
 from kombu import pools
 
 from worker.batch import Batch
+from worker.broker_wire import task_envelope
 from worker.celery_app import QUEUE_INGEST
 from worker.deadletter import DeadLetters, warn_trimmed
 from worker.metrics import Metrics
@@ -158,12 +159,16 @@ class Enqueuer:
         *,
         dead_letters: DeadLetters | None = None,
         timeout: float | None = None,
+        direct_publish: bool = False,
     ) -> None:
         self.celery = celery_app
         self.redis = client
         self.metrics = Metrics(client)
         self.dead_letters = dead_letters or DeadLetters(client)
         self.health = RedisHealth()
+        # `direct_publish`: `client` is the broker's Redis (REDIS_URL serves both), so the
+        # message is LPUSHed in the inbox's MULTI (worker.broker_wire): one round trip.
+        self.direct_publish = direct_publish
         options: dict[str, Any] = {}
         if timeout is not None:
             options = {
@@ -185,6 +190,9 @@ class Enqueuer:
         events = [e.to_dict() for e in batch.events]
         if (events or batch.rejected) and not self.health.may_try():
             raise EnqueueUnavailable("redis: unhealthy (a call timed out or failed just now)")
+        if events and self.direct_publish:
+            self._submit_in_one_multi(source, batch, events)
+            return
         if events:
             pipe = self.redis.pipeline(transaction=True)
             refs = record_events(pipe, events, time.time())
@@ -218,6 +226,31 @@ class Enqueuer:
                 raise
             log.warning("receiver metrics not recorded: Redis did not answer")
             return
+        warn_trimmed(sum(int(r) for r in results[: len(batch.rejected)]))
+
+    def _submit_in_one_multi(self, source: str, batch: Batch, events: list[dict[str, Any]]) -> None:
+        """Dead letters, inbox records, the broker message and the counters: one MULTI,
+        one round trip. All or nothing, so invariant 1 holds as before (a failure answers
+        503 and nothing was recorded)."""
+        pipe = self.redis.pipeline(transaction=True)
+        for rejected in batch.rejected:
+            fields = self.dead_letters.fields(
+                INVALID_EVENT, source=source, payload=rejected.payload, details=rejected.details()
+            )
+            self.dead_letters.add_on(pipe, fields)
+        refs = record_events(pipe, events, time.time())
+        args = ingest_message_args(refs, source)
+        key, envelope = task_envelope(
+            self.celery,
+            INGEST_TASK,
+            args["args"],
+            queue=args["queue"],
+            argsrepr=args["argsrepr"],
+            kwargsrepr=args["kwargsrepr"],
+        )
+        pipe.lpush(key, envelope)
+        self._count(pipe, source, batch)
+        results = self._execute(pipe, "inbox + broker")
         warn_trimmed(sum(int(r) for r in results[: len(batch.rejected)]))
 
     def _execute(self, pipe: Any, what: str) -> list[Any]:

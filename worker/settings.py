@@ -166,6 +166,9 @@ class Settings(BaseModel):
     leadlex_rate_margin_seconds: float = Field(
         0.1, alias="LEADLEX_RATE_MARGIN_SECONDS", ge=0, le=10
     )
+    # fast (issue 14): the receiver writes inbox + broker message in one MULTI (false: kombu
+    # publishes the message, with Flower's "sent" event, after the inbox write).
+    receiver_direct_publish: bool = Field(True, alias="RECEIVER_DIRECT_PUBLISH")
     log_format: Literal["auto", "json", "console"] = Field("auto", alias="LOG_FORMAT")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
 

@@ -1138,7 +1138,9 @@ class State:
 
 
 def inbox_add(pipe: Any, events: Iterable[tuple[str, str]], now: float) -> None:
-    """Record acknowledged events, (fingerprint, event JSON), on the receiver's pipeline."""
-    for fp, raw in events:
-        pipe.hset(INBOX, fp, raw)
-        pipe.zadd(INBOX_AT, {fp: now}, nx=True)
+    """Record acknowledged events, (fingerprint, event JSON), on the receiver's pipeline
+    (two commands for the whole batch)."""
+    records = dict(events)
+    if records:
+        pipe.hset(INBOX, mapping=records)
+        pipe.zadd(INBOX_AT, dict.fromkeys(records, now), nx=True)
