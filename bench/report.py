@@ -85,6 +85,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
     rec = dig(results, "receiver", "result")
     wrk = dig(results, "worker", "result")
     bud = dig(results, "budget", "result")
+    b60 = dig(results, "budget60", "result")
     cha = dig(results, "chaos", "result")
     half = dig(rec, "latency_at_half_max") or {}
     out = [
@@ -112,10 +113,11 @@ def targets(results: dict[str, Any]) -> list[Target]:
         ),
         _judge(
             "worker",
-            "ingest events/s (one process)",
-            ">= 1,000",
+            "ingest events/s (one process; issue 14)",
+            ">= 5,000",
             dig(wrk, "ingest", "events_per_second"),
-            lambda v: v >= 1000,
+            lambda v: v >= 5000,
+            f"{dig(wrk, 'ingest', 'us_per_event')} µs per event",
         ),
         _judge(
             "worker",
@@ -148,12 +150,54 @@ def targets(results: dict[str, Any]) -> list[Target]:
             lambda v: v == 0,
             f"naive: {dig(bud, 'naive_celery', 'status_429')}",
         ),
+        _judge(
+            "budget",
+            "two worker hosts: most calls in any window ÷ allowed",
+            "<= 1",
+            _ratio(
+                dig(bud, "leadlex_sync", "max_accepted_calls_in_any_window"),
+                dig(bud, "setup", "per_window"),
+            ),
+            lambda v: v <= 1,
+            f"hosts: {', '.join(dig(bud, 'leadlex_sync', 'worker_hosts') or [])}",
+        ),
+        _judge(
+            "budget",
+            "two worker hosts: most PATCHes to one contact in any window",
+            "1",
+            dig(bud, "leadlex_sync", "max_patches_per_contact_in_any_window"),
+            lambda v: v <= 1,
+        ),
     ]
+    if results.get("budget60") is not None:
+        out += [
+            _judge(
+                "budget60",
+                "same at LeadLex's 60 s window: calls ÷ allowed",
+                ">= 0.98",
+                dig(b60, "leadlex_sync", "utilization"),
+                lambda v: v >= 0.98,
+                f"{dig(b60, 'setup', 'per_window')} per 60 s; "
+                f"429s: {dig(b60, 'leadlex_sync', 'status_429')}",
+            ),
+            _judge(
+                "budget60",
+                "429 responses",
+                "0",
+                dig(b60, "leadlex_sync", "status_429"),
+                lambda v: v == 0,
+            ),
+        ]
     if results.get("chaos") is not None:
         out.append(
             _judge("chaos", "invariant violations", "0", chaos_violations(cha), lambda v: v == 0)
         )
     return out
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    x, y = number(a), number(b)
+    return None if x is None or not y else round(x / y, 3)
 
 
 def _budget_note(bud: Any) -> str:
@@ -841,7 +885,7 @@ def render_markdown(results: dict[str, Any], images: dict[str, str], series_draw
             "",
         ]
     lines += ["## Raw JSON", ""]
-    for name in ("receiver", "worker", "budget", "chaos"):
+    for name in ("receiver", "worker", "budget", "budget60", "chaos"):
         entry = results.get(name)
         if entry is None:
             continue
