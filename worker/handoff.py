@@ -160,6 +160,7 @@ class Enqueuer:
         dead_letters: DeadLetters | None = None,
         timeout: float | None = None,
         direct_publish: bool = False,
+        wait_replicas: int = 0,
     ) -> None:
         self.celery = celery_app
         self.redis = client
@@ -169,6 +170,12 @@ class Enqueuer:
         # `direct_publish`: `client` is the broker's Redis (REDIS_URL serves both), so the
         # message is LPUSHed in the inbox's MULTI (worker.broker_wire): one round trip.
         self.direct_publish = direct_publish
+        # REDIS_WAIT_REPLICAS: with a replicated Redis (Sentinel), acknowledge only what
+        # that many replicas hold, so a failover cannot lose an acknowledged event.
+        self.wait_replicas = wait_replicas
+        # WAIT's own bound stays well inside the client's socket timeout, so its answer
+        # (a count, possibly short) is read rather than timed out.
+        self.wait_ms = max(1, int((timeout if timeout is not None else 2.0) * 1000 * 0.6))
         options: dict[str, Any] = {}
         if timeout is not None:
             options = {
@@ -231,8 +238,14 @@ class Enqueuer:
     def _submit_in_one_multi(self, source: str, batch: Batch, events: list[dict[str, Any]]) -> None:
         """Dead letters, inbox records, the broker message and the counters: one MULTI,
         one round trip. All or nothing, so invariant 1 holds as before (a failure answers
-        503 and nothing was recorded)."""
-        pipe = self.redis.pipeline(transaction=True)
+        503 and nothing was recorded). With REDIS_WAIT_REPLICAS > 0 the same round trip
+        ends with `WAIT n timeout` on the same connection (explicit MULTI/EXEC on a plain
+        pipeline: WAIT inside a transaction would not wait): fewer replicas than asked
+        within the timeout answers 503."""
+        waiting = self.wait_replicas > 0
+        pipe = self.redis.pipeline(transaction=not waiting)
+        if waiting:
+            pipe.execute_command("MULTI")
         for rejected in batch.rejected:
             fields = self.dead_letters.fields(
                 INVALID_EVENT, source=source, payload=rejected.payload, details=rejected.details()
@@ -250,7 +263,19 @@ class Enqueuer:
         )
         pipe.lpush(key, envelope)
         self._count(pipe, source, batch)
-        results = self._execute(pipe, "inbox + broker")
+        if not waiting:
+            results = self._execute(pipe, "inbox + broker")
+        else:
+            pipe.execute_command("EXEC")
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms)
+            out = self._execute(pipe, "inbox + broker + wait")
+            results, replicas = out[-2], out[-1]
+            if not isinstance(results, list) or not isinstance(replicas, int):
+                raise EnqueueUnavailable("redis: transaction not executed")
+            if replicas < self.wait_replicas:
+                raise EnqueueUnavailable(
+                    f"redis: {replicas} of {self.wait_replicas} replicas acknowledged"
+                )
         warn_trimmed(sum(int(r) for r in results[: len(batch.rejected)]))
 
     def _execute(self, pipe: Any, what: str) -> list[Any]:
