@@ -1403,6 +1403,7 @@ class Chaos(threading.Thread):
         self.windows: dict[str, tuple[float, float]] = {}  # name -> (start, end) epoch s
         self.marks: dict[str, float] = {}
         self.sentinel_ok: bool | None = None
+        self.resume_after_redis: list[float | None] = []  # seconds per Redis restart
         self.cancel = threading.Event()
         s = prof.seconds
         plan: list[tuple[float, str, Callable[[], dict[str, Any]]]] = [
@@ -1530,10 +1531,53 @@ class Chaos(threading.Thread):
             client.close()
         self.sentinel_ok = got is not None and got.decode() == token
         self.windows["redis_down"] = (killed_at, time.time())
+        restarted_at = time.time()
+        resume = consumption_resumes(self.rds.url, RESUME_BOUND_SECONDS)
+        self.resume_after_redis.append(resume)
         return {
-            "down_s": round(time.time() - killed_at, 2),
+            "down_s": round(restarted_at - killed_at, 2),
             "acked_write_survived": self.sentinel_ok,
+            "consumption_resumed_s": None if resume is None else round(resume, 2),
         }
+
+
+# A worker consumes again within this long after Redis answers again (issue 14): the
+# consumer retries every 2 s; the rest is a loaded machine's slack.
+RESUME_BOUND_SECONDS = 30.0
+
+
+def consumption_resumes(url: str, bound: float) -> float | None:
+    """Seconds until a worker takes and acks a probe message sent right after Redis came
+    back, or None past `bound`. The probe is an ingest message naming no event (it does
+    nothing) on the lightly used control queue, so a backlog on the others does not hide
+    that the workers consume."""
+    from celery import Celery
+
+    from worker.celery_app import QUEUE_CONTROL
+
+    sender = Celery(broker=url)
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    start = time.monotonic()
+    try:
+        task_id = sender.send_task("leadlex_sync.ingest_batch", args=[[]], queue=QUEUE_CONTROL).id
+        gone_since: float | None = None
+        while time.monotonic() - start < bound:
+            try:
+                queued = any(task_id.encode() in m for m in client.lrange(QUEUE_CONTROL, 0, -1))
+                held = any(task_id.encode() in m for m in client.hvals("unacked"))
+            except redis.RedisError:
+                queued = held = True
+            if queued or held:
+                gone_since = None
+            elif gone_since is None:
+                gone_since = time.monotonic()
+            elif time.monotonic() - gone_since >= 0.3:  # not merely between pop and unacked
+                return gone_since - start
+            time.sleep(0.1)
+        return None
+    finally:
+        client.close()
+        sender.close()
 
 
 # ==============================================================================================
@@ -1694,6 +1738,9 @@ def reconcile(
     # 3. the Redis restart lost nothing acknowledged; the system drained
     if chaos.sentinel_ok is False:
         violations.append({"check": "redis_lost_acknowledged_write"})
+    for resume in chaos.resume_after_redis:
+        if resume is None:
+            violations.append({"check": "resume_after_redis", "bound_s": RESUME_BOUND_SECONDS})
     leftovers = {k: v for k, v in state.items() if v}
     if leftovers:
         violations.append({"check": "not_drained", **leftovers})
@@ -2023,6 +2070,7 @@ def run(prof: Profile, workdir: Path, procs: Procs) -> dict[str, Any]:
         "third_party": dict(sorted(third.stats.items())),
         # Exits nobody caused (restarted like a supervisor would): findings, not violations.
         "process_exits": workers.exits,
+        "redis_resume_s": chaos.resume_after_redis,
         **report,
         "violation_count": len(violations),
         "violations": violations[:MAX_VIOLATIONS_SHOWN],

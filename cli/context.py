@@ -18,6 +18,7 @@ from typing import Any
 import click
 import redis
 
+from worker.redis_connect import connect
 from worker.settings import Settings, SettingsError, load_settings
 
 SOURCES = ("hubspot", "salesforce", "generic")
@@ -90,7 +91,12 @@ def redis_origin() -> str:
 def open_redis(settings: Settings) -> redis.Redis:
     """A client on the command's Redis; says which one on stderr, one line if it is down."""
     where = f"{safe_url(settings.redis_url)} ({redis_origin()})"
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=10)
+    client = connect(
+        settings.redis_url,
+        master=settings.redis_sentinel_master,
+        socket_connect_timeout=3,
+        socket_timeout=10,
+    )
     try:
         client.ping()
     except (redis.RedisError, OSError):

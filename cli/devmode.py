@@ -58,18 +58,59 @@ def _wait_http(url: str, timeout: float = 20.0) -> bool:
 
 
 class Children:
-    """Child processes, each in its own process group, stopped together."""
+    """Child processes, each in its own process group, stopped together.
+
+    Once dev mode is running, a child that exits is started again (`restart_dead`), like
+    a Procfile platform or compose's `restart: unless-stopped` would: at most
+    `RESTART_LIMIT` times within `RESTART_WINDOW_SECONDS` per child, at least
+    `RESTART_DELAY_SECONDS` apart; past that limit dev mode gives up and stops.
+    """
+
+    RESTART_LIMIT = 5
+    RESTART_WINDOW_SECONDS = 60.0
+    RESTART_DELAY_SECONDS = 1.0
 
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self._specs: dict[str, tuple[list[str], dict[str, str]]] = {}
+        self._restarts: dict[str, list[float]] = {}
+        self._exited_at: dict[str, float] = {}
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(argv, env=env, start_new_session=True)
         self.procs.append((name, proc))
+        self._specs[name] = (argv, env)
         return proc
 
     def dead(self) -> list[str]:
         return [f"{name} (exit {p.returncode})" for name, p in self.procs if p.poll() is not None]
+
+    def restart_dead(self, now: float | None = None) -> tuple[list[str], list[str]]:
+        """Start again every child that exited; returns (restarted, given up) descriptions."""
+        now = time.monotonic() if now is None else now
+        restarted: list[str] = []
+        given_up: list[str] = []
+        for index, (name, proc) in enumerate(self.procs):
+            if proc.poll() is None:
+                continue
+            exited_at = self._exited_at.setdefault(name, now)
+            if now - exited_at < self.RESTART_DELAY_SECONDS:
+                continue
+            recent = [
+                t for t in self._restarts.get(name, []) if now - t < self.RESTART_WINDOW_SECONDS
+            ]
+            if len(recent) >= self.RESTART_LIMIT:
+                given_up.append(
+                    f"{name} (exit {proc.returncode}, restarted {len(recent)} times "
+                    f"in {self.RESTART_WINDOW_SECONDS:.0f} s)"
+                )
+                continue
+            argv, env = self._specs[name]
+            self.procs[index] = (name, subprocess.Popen(argv, env=env, start_new_session=True))
+            self._restarts[name] = [*recent, now]
+            self._exited_at.pop(name, None)
+            restarted.append(f"{name} (exit {proc.returncode})")
+        return restarted, given_up
 
     def stop(self, timeout: float = 15.0) -> None:
         for _name, proc in reversed(self.procs):
@@ -389,9 +430,14 @@ def run_dev(
             print(f"  curl -s http://127.0.0.1:{sandbox_port}/_sandbox/contacts/{seeded[0]['id']}")
         sys.stdout.flush()
         while not stopping:
-            dead = children.dead()
-            if dead:
-                print(f"leadlex-sync: {', '.join(dead)} exited; stopping", file=sys.stderr)
+            restarted, given_up = children.restart_dead()
+            for line in restarted:
+                print(f"leadlex-sync: {line} exited; started it again", file=sys.stderr)
+            if given_up:
+                print(
+                    f"leadlex-sync: {', '.join(given_up)} keeps exiting; stopping",
+                    file=sys.stderr,
+                )
                 return 1
             time.sleep(0.3)
         return 0

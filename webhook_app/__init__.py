@@ -31,6 +31,7 @@ from webhook_app.sources import BLUEPRINTS
 from worker.celery_app import app as celery_app
 from worker.deadletter import DeadLetters
 from worker.handoff import Enqueuer
+from worker.redis_connect import broker_url_for, connect
 from worker.settings import Settings, SettingsError, load_settings
 
 __all__ = ["create_app"]
@@ -38,14 +39,15 @@ __all__ = ["create_app"]
 log = logging.getLogger("leadlex_sync.receiver")
 
 
-def _redis_client(url: str, timeout: float) -> redis.Redis:
+def _redis_client(url: str, timeout: float, master: str | None = None) -> redis.Redis:
     """A client that fails fast so a dead or hung Redis means a quick 503 (invariant 2).
 
     Every command waits at most `timeout` (RECEIVER_REDIS_TIMEOUT_SECONDS) for an answer;
     a broken connection is retried once at once, a timeout never (a hung Redis would
     only hang again)."""
-    return redis.Redis.from_url(
+    return connect(
         url,
+        master=master,
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
         retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
@@ -95,11 +97,13 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
 
     # The broker is the configured Redis (the Enqueuer also publishes there explicitly).
-    celery_app.conf.broker_url = settings.redis_url
+    celery_app.conf.broker_url = broker_url_for(settings.redis_url)
 
     timeout = settings.receiver_redis_timeout_seconds
     client = (
-        redis_client if redis_client is not None else _redis_client(settings.redis_url, timeout)
+        redis_client
+        if redis_client is not None
+        else _redis_client(settings.redis_url, timeout, settings.redis_sentinel_master)
     )
     _warn_insecure(settings)
     dead_letters = DeadLetters(
@@ -111,7 +115,14 @@ def create_app(
         settings=settings,
         redis=client,
         enqueuer=Enqueuer(
-            celery_app, client, settings.redis_url, dead_letters=dead_letters, timeout=timeout
+            celery_app,
+            client,
+            broker_url_for(settings.redis_url),
+            dead_letters=dead_letters,
+            timeout=timeout,
+            # The client and the broker are both REDIS_URL: inbox + message in one MULTI.
+            direct_publish=settings.receiver_direct_publish,
+            wait_replicas=settings.redis_wait_replicas,
         ),
         clock=clock,
         generic_keys=_generic_keys(settings),

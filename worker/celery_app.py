@@ -19,6 +19,8 @@ from celery import Celery
 from celery.schedules import crontab
 from kombu import Exchange, Queue
 
+from worker.broker_recovery import transport_for
+from worker.redis_connect import broker_url_for
 from worker.settings import default_redis_url, load_settings
 
 # The product prefix of every queue name (Redis keys use `lls:`, see worker/state.py).
@@ -33,7 +35,7 @@ HOUSEKEEPING_TASKS = frozenset({"leadlex_sync.pump"})
 
 def _broker_url() -> str:
     try:
-        return load_settings(require_leadlex=False).redis_url
+        return broker_url_for(load_settings(require_leadlex=False).redis_url)
     except Exception:  # noqa: BLE001 - a bad setting is reported at start-up (worker.preflight)
         # Never fall back to Celery's AMQP default: a URL that cannot work stays a Redis URL
         # that cannot connect, and every process stops at start with one line naming it.
@@ -86,8 +88,20 @@ app = Celery(
     include=["worker.tasks", "pull_sources.hubspot_journal.tasks"],
     loader="worker.preflight:Loader",
 )
+BROKER_URL = _broker_url()
+
+
+def _sentinel_master() -> dict[str, str]:
+    """kombu's `master_name` transport option for a sentinel:// REDIS_URL."""
+    try:
+        master = load_settings(require_leadlex=False).redis_sentinel_master
+    except Exception:  # noqa: BLE001 - a bad setting is reported at start-up (worker.preflight)
+        return {}
+    return {"master_name": master} if master and BROKER_URL.startswith("sentinel://") else {}
+
+
 app.conf.update(
-    broker_url=_broker_url(),
+    broker_url=BROKER_URL,
     broker_transport_options={
         "visibility_timeout": visibility_timeout(),
         # Fail fast when Redis is down: the receiver must answer 503 within the CRM's timeout.
@@ -98,7 +112,11 @@ app.conf.update(
         # for them often enough that recovery takes about that long, not minutes more.
         "unacked_restore_interval": max(1, min(10, visibility_timeout() // 6)),
         "unacked_restore_throttle": 1,
+        **_sentinel_master(),
     },
+    # Survive a Redis restart: kombu 5.7 raised AttributeError on a broken connection's
+    # close or late ack and the worker exited; see worker/broker_recovery.py.
+    broker_transport=transport_for(BROKER_URL),
     broker_connection_retry_on_startup=True,
     task_serializer="json",
     accept_content=["json"],

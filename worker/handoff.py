@@ -39,6 +39,7 @@ from celery import Celery
 from kombu import pools
 
 from worker.batch import Batch
+from worker.broker_wire import task_envelope
 from worker.celery_app import QUEUE_INGEST
 from worker.deadletter import DeadLetters, warn_trimmed
 from worker.metrics import Metrics
@@ -158,12 +159,23 @@ class Enqueuer:
         *,
         dead_letters: DeadLetters | None = None,
         timeout: float | None = None,
+        direct_publish: bool = False,
+        wait_replicas: int = 0,
     ) -> None:
         self.celery = celery_app
         self.redis = client
         self.metrics = Metrics(client)
         self.dead_letters = dead_letters or DeadLetters(client)
         self.health = RedisHealth()
+        # `direct_publish`: `client` is the broker's Redis (REDIS_URL serves both), so the
+        # message is LPUSHed in the inbox's MULTI (worker.broker_wire): one round trip.
+        self.direct_publish = direct_publish
+        # REDIS_WAIT_REPLICAS: with a replicated Redis (Sentinel), acknowledge only what
+        # that many replicas hold, so a failover cannot lose an acknowledged event.
+        self.wait_replicas = wait_replicas
+        # WAIT's own bound stays well inside the client's socket timeout, so its answer
+        # (a count, possibly short) is read rather than timed out.
+        self.wait_ms = max(1, int((timeout if timeout is not None else 2.0) * 1000 * 0.6))
         options: dict[str, Any] = {}
         if timeout is not None:
             options = {
@@ -185,6 +197,9 @@ class Enqueuer:
         events = [e.to_dict() for e in batch.events]
         if (events or batch.rejected) and not self.health.may_try():
             raise EnqueueUnavailable("redis: unhealthy (a call timed out or failed just now)")
+        if events and self.direct_publish:
+            self._submit_in_one_multi(source, batch, events)
+            return
         if events:
             pipe = self.redis.pipeline(transaction=True)
             refs = record_events(pipe, events, time.time())
@@ -218,6 +233,49 @@ class Enqueuer:
                 raise
             log.warning("receiver metrics not recorded: Redis did not answer")
             return
+        warn_trimmed(sum(int(r) for r in results[: len(batch.rejected)]))
+
+    def _submit_in_one_multi(self, source: str, batch: Batch, events: list[dict[str, Any]]) -> None:
+        """Dead letters, inbox records, the broker message and the counters: one MULTI,
+        one round trip. All or nothing, so invariant 1 holds as before (a failure answers
+        503 and nothing was recorded). With REDIS_WAIT_REPLICAS > 0 the same round trip
+        ends with `WAIT n timeout` on the same connection (explicit MULTI/EXEC on a plain
+        pipeline: WAIT inside a transaction would not wait): fewer replicas than asked
+        within the timeout answers 503."""
+        waiting = self.wait_replicas > 0
+        pipe = self.redis.pipeline(transaction=not waiting)
+        if waiting:
+            pipe.execute_command("MULTI")
+        for rejected in batch.rejected:
+            fields = self.dead_letters.fields(
+                INVALID_EVENT, source=source, payload=rejected.payload, details=rejected.details()
+            )
+            self.dead_letters.add_on(pipe, fields)
+        refs = record_events(pipe, events, time.time())
+        args = ingest_message_args(refs, source)
+        key, envelope = task_envelope(
+            self.celery,
+            INGEST_TASK,
+            args["args"],
+            queue=args["queue"],
+            argsrepr=args["argsrepr"],
+            kwargsrepr=args["kwargsrepr"],
+        )
+        pipe.lpush(key, envelope)
+        self._count(pipe, source, batch)
+        if not waiting:
+            results = self._execute(pipe, "inbox + broker")
+        else:
+            pipe.execute_command("EXEC")
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms)
+            out = self._execute(pipe, "inbox + broker + wait")
+            results, replicas = out[-2], out[-1]
+            if not isinstance(results, list) or not isinstance(replicas, int):
+                raise EnqueueUnavailable("redis: transaction not executed")
+            if replicas < self.wait_replicas:
+                raise EnqueueUnavailable(
+                    f"redis: {replicas} of {self.wait_replicas} replicas acknowledged"
+                )
         warn_trimmed(sum(int(r) for r in results[: len(batch.rejected)]))
 
     def _execute(self, pipe: Any, what: str) -> list[Any]:

@@ -15,16 +15,29 @@ Redis keys
     lls:circuit                 HASH  open, reason, detail, since, next_probe_at (see Circuit)
 
 Per-minute: a sliding-window log. LeadLex does not say how its minute window works
-(reference §12 gap 5). A log of call times gives an exact guarantee whatever it is: in
-any interval of `window_seconds + safety_seconds` there are at most `per_minute` grants,
-hence never more than `per_minute` calls in any 60 s the server may look at (a fixed
-minute bucket or a sliding one). Grant times are Redis `TIME`, read inside the script
-that decides, so every worker's grants sit on one clock whatever the worker machines'
-clocks say. The safety margin absorbs the jitter between a grant and the call's arrival
-at LeadLex (scheduling, network delay) and the difference between Redis's clock and
-LeadLex's. A refused grant records nothing and its `retry_at` is the moment the blocking
-entry leaves the window.
-The cost is memory of at most `per_minute` (<= 200) members, trimmed on every acquire.
+(reference §12 gap 5), and its X-RateLimit-* headers describe the daily quota only
+(reference §3), so nothing the server says tells us where a call sits in its minute.
+Each entry of the log is therefore the latest moment its call can have reached LeadLex,
+on Redis's clock (issue 14, replacing a fixed 1 s margin):
+  - taken (`acquire`): the grant time; the script refuses a grant when `per_minute`
+    entries lie within `window_seconds + safety_seconds` before now;
+  - leaving (`confirm`, right before the request): now + `flight_seconds`, the longest a
+    request can take to reach LeadLex with the client's timeouts;
+  - answered (`landed`, any HTTP answer, 2xx or not): the confirm stamp + the time the
+    call took on this machine's monotonic clock. The server counted the call between
+    those two moments, so the entry is an upper bound of its arrival; a call without an
+    answer (timeout, dropped connection) keeps the flight bound.
+Then any two calls the log allows `per_minute` apart reach LeadLex at least
+`window_seconds` apart, in a sliding or a fixed-bucket server window alike: the margin
+each call adds is its own measured flight time (milliseconds on a healthy network, the
+full timeout for a call nobody answered), and `safety_seconds` (LEADLEX_RATE_MARGIN_SECONDS,
+default 0.1 s) only covers clock-rate drift and the server's time resolution. Grant times
+are Redis `TIME`, read inside the script that decides, so every worker's entries sit on
+one clock whatever the worker machines' clocks say (the offset between Redis's and
+LeadLex's clocks cancels out: only differences between entries matter). A refused grant
+records nothing and its `retry_at` is the moment the blocking entry leaves the window.
+The cost is memory of at most `per_minute` (<= 200) members, trimmed on every acquire,
+and one more Redis round trip per LeadLex call (`landed`).
 
 Daily: a counter per UTC date of Redis's clock (the script derives the date from `TIME`),
 corrected by the server. `observe()` raises "used" to
@@ -37,8 +50,8 @@ Remaining reaches 0.
 
 Late calls: a grant is stamped when taken; a call that leaves much later (the worker
 stalled in between) would land outside the window it was counted in. `confirm()`, called
-right before each call leaves, moves a grant older than `safety_seconds` to Redis's now,
-or gives it back and refuses the call when the window has filled up meanwhile.
+right before each call leaves, re-checks the window at Redis's now (other entries only)
+and gives the grant back and refuses the call when the window has filled up meanwhile.
 
 Pause: a 429 pauses every worker (`on_rate_limited`): until Retry-After if given, else
 until X-RateLimit-Reset when Remaining is 0, else until our minute window frees. A pause
@@ -167,20 +180,16 @@ return used
 """
 
 # A grant's call is about to leave. KEYS: minute log, day-record prefix. ARGV: test clock
-# ('' = Redis TIME), span, per_minute, safety, member, minute log ttl ms.
-# Returns {1, stamp} when the call may go (its entry now says when it really goes), or
-# {0, retry_at} when the grant lapsed and no slot is free: the entry and its day count
-# are given back, and the call must not be made.
+# ('' = Redis TIME), span, per_minute, flight seconds, member, minute log ttl ms.
+# Returns {1, now} when the call may go (its entry now says the latest moment it can reach
+# LeadLex: now + flight), or {0, retry_at} when the window filled up since the grant (the
+# worker stalled): the entry and its day count are given back, and the call must not be made.
 _CONFIRM = (
     _CLOCK_LUA
     + """
 local now = clock(ARGV[1])
 local span = tonumber(ARGV[2])
 local member = ARGV[5]
-local score = redis.call('ZSCORE', KEYS[1], member)
-if score and now - tonumber(score) <= tonumber(ARGV[4]) then
-  return {1, score}
-end
 redis.call('ZREM', KEYS[1], member)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now - span))
 local count = redis.call('ZCARD', KEYS[1])
@@ -192,12 +201,22 @@ if count >= tonumber(ARGV[3]) then
   local entry = redis.call('ZRANGE', KEYS[1], idx, idx, 'WITHSCORES')
   return {0, string.format('%.6f', tonumber(entry[2]) + span)}
 end
-local stamp = string.format('%.6f', now)
-redis.call('ZADD', KEYS[1], stamp, member)
+redis.call('ZADD', KEYS[1], string.format('%.6f', now + tonumber(ARGV[4])), member)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
-return {1, stamp}
+return {1, string.format('%.6f', now)}
 """
 )
+
+# A call was answered. KEYS: minute log. ARGV: member, latest arrival. Lowers the entry to
+# that moment (never raises it; a released or trimmed entry stays gone).
+_LANDED = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) > tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+  return 1
+end
+return 0
+"""
 
 _RELEASE = """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
@@ -315,22 +334,26 @@ class Budget:
         daily_limit: int,
         *,
         window_seconds: float = 60.0,
-        safety_seconds: float = 1.0,
+        safety_seconds: float = 0.1,
+        flight_seconds: float = 32.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
         if per_minute < 1 or daily_limit < 1:
             raise ValueError("per_minute and daily_limit must be >= 1")
-        if window_seconds <= 0 or safety_seconds < 0:
-            raise ValueError("window_seconds must be > 0 and safety_seconds >= 0")
+        if window_seconds <= 0 or safety_seconds < 0 or flight_seconds < 0:
+            raise ValueError("window_seconds must be > 0, safety_seconds and flight_seconds >= 0")
         self.redis = client
         self.per_minute = per_minute
         self.daily_limit = daily_limit
         self.window = window_seconds
         self.safety = safety_seconds
+        # The longest a request can take to reach LeadLex (the client's timeouts).
+        self.flight = flight_seconds
         self.clock = clock  # None: Redis TIME (production); a callable: a test clock
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
         self._confirm = client.register_script(_CONFIRM)
+        self._landed = client.register_script(_LANDED)
         self._observe = client.register_script(_OBSERVE)
         self._pause = client.register_script(_PAUSE)
         self._local = threading.local()
@@ -361,7 +384,7 @@ class Budget:
                 self.daily_limit,
                 DAY_TTL_SECONDS,
                 uuid.uuid4().hex,
-                math.ceil(self.span * 1000) + 1000,
+                math.ceil((self.span + self.flight) * 1000) + 1000,
             ],
         )
         grant = Grant(
@@ -378,33 +401,49 @@ class Budget:
     def confirm(self) -> None:
         """Call right before this thread's granted call leaves (the LeadLex client does).
 
-        The window log holds when each call was granted; a call that leaves much later (the
-        worker stalled after `acquire()`: a GC pause, a VM freeze, a slow DNS lookup) would
-        land outside the window its grant was counted in, and the fleet could exceed the
-        limit. So a grant older than `safety_seconds` takes a fresh slot at Redis's now, or,
-        when none is free, is given back and `GrantLapsedError` is raised: the call must not
-        be made (it never left; the caller retries later). A fresh grant costs one round
-        trip and changes nothing. Each grant is confirmed once; without one, nothing to do.
+        The entry moves to now + `flight_seconds` (the latest the call can reach LeadLex;
+        `landed()` lowers it once the answer says more). A call that leaves long after its
+        grant (the worker stalled after `acquire()`: a GC pause, a VM freeze, a slow DNS
+        lookup) would otherwise land outside the window its grant was counted in, so the
+        window is checked again at Redis's now: when it filled up meanwhile, the grant is
+        given back and `GrantLapsedError` is raised: the call must not be made (it never
+        left; the caller retries later). One round trip. Each grant is confirmed once;
+        without one, nothing to do.
         """
         grant: Grant | None = getattr(self._local, "pending", None)
         self._local.pending = None
+        self._local.flying = None
         if grant is None or not grant.token:
             return
+        started = time.monotonic()
         ok, when = self._confirm(
             keys=[MINUTE_KEY, DAY_PREFIX],
             args=[
                 self._clock_arg(),
                 _num(self.span),
                 self.per_minute,
-                _num(self.safety),
+                _num(self.flight),
                 grant.token,
-                math.ceil(self.span * 1000) + 1000,
+                math.ceil((self.span + self.flight) * 1000) + 1000,
             ],
         )
         if not int(ok):
             if getattr(self._local, "last", None) is grant:
                 self._local.last = None  # given back already: release() must not again
             raise GrantLapsedError(float(_text(when)))
+        self._local.flying = (grant.token, float(_text(when)), started)
+
+    def landed(self, answered: bool) -> None:
+        """This thread's confirmed call ended: with an HTTP answer (any status) its entry
+        drops to the confirm stamp + the time the call took (the server counted it before
+        answering); without one (timeout, connection lost) it keeps the flight bound."""
+        flying: tuple[str, float, float] | None = getattr(self._local, "flying", None)
+        self._local.flying = None
+        if flying is None or not answered:
+            return
+        token, stamp, started = flying
+        latest = stamp + (time.monotonic() - started)
+        self._landed(keys=[MINUTE_KEY], args=[token, _num(latest)])
 
     def release(self, grant: Grant | None = None) -> bool:
         """Give a grant back because its call was never sent; True if it was returned.

@@ -70,6 +70,22 @@ class SettingsError(Exception):
     """A setting is missing or malformed; str(self) is one line naming it."""
 
 
+def _sentinel_url(value: str) -> str:
+    """A `sentinel://[:password@]host:port[,host:port...]/db` URL, checked node by node."""
+    parts = urlsplit(value.strip())
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    if not netloc:
+        raise ValueError("sentinel:// needs at least one host:port, e.g. sentinel://10.0.0.5:26379")
+    for node in netloc.split(","):
+        host, _, port = node.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("each sentinel must be host:port with a port from 1 to 65535")
+    db = parts.path.strip("/")
+    if db and not (db.isdigit() and int(db) < 2**31):
+        raise ValueError("the database after the last / must be a number, e.g. /0")
+    return value
+
+
 def _csv(value: Any) -> list[str]:
     if value is None or value == "":
         return []
@@ -257,6 +273,18 @@ class Settings(BaseModel):
     )
     # promises-lifecycle: event times later than receive time + this are clamped to it.
     max_clock_skew_seconds: int = Field(300, alias="MAX_CLOCK_SKEW_SECONDS", ge=0, le=86_400)
+    # fast (issue 14): the budget's margin beyond each call's measured flight time.
+    leadlex_rate_margin_seconds: float = Field(
+        0.1, alias="LEADLEX_RATE_MARGIN_SECONDS", ge=0, le=10
+    )
+    # fast (issue 14): the receiver writes inbox + broker message in one MULTI (false: kombu
+    # publishes the message, with Flower's "sent" event, after the inbox write).
+    receiver_direct_publish: bool = Field(True, alias="RECEIVER_DIRECT_PUBLISH")
+    # fast (issue 14): the master's name when REDIS_URL is sentinel://host:26379[,host:port]/db.
+    redis_sentinel_master: str | None = Field(None, alias="REDIS_SENTINEL_MASTER")
+    # fast (issue 14): replicas that must hold a request's events before the receiver
+    # answers 2xx (Redis WAIT); 0 = the master's answer is enough.
+    redis_wait_replicas: int = Field(0, alias="REDIS_WAIT_REPLICAS", ge=0, le=16)
     log_format: Literal["auto", "json", "console"] = Field("auto", alias="LOG_FORMAT")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
 
@@ -277,14 +305,24 @@ class Settings(BaseModel):
     def _upper(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _sentinel_master(self) -> Settings:
+        if self.redis_url.strip().lower().startswith("sentinel://") and not (
+            self.redis_sentinel_master
+        ):
+            raise ValueError("REDIS_SENTINEL_MASTER: required when REDIS_URL is a sentinel:// URL")
+        return self
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
         # Everything redis-py and kombu would trip on later, checked here so every process
         # stops at start with this one line (never echo the URL: it may hold a password).
         parts = urlsplit(value.strip())
+        if parts.scheme == "sentinel":  # fast (issue 14): worker/redis_connect.py
+            return _sentinel_url(value)
         if parts.scheme not in {"redis", "rediss", "unix"}:
-            raise ValueError("must start with redis://, rediss:// or unix://")
+            raise ValueError("must start with redis://, rediss://, unix:// or sentinel://")
         if parts.scheme == "unix":
             if not parts.path:
                 raise ValueError("unix:// needs a socket path")

@@ -1250,7 +1250,9 @@ def seq_of_time(
 
 
 def inbox_add(pipe: Any, events: Iterable[tuple[str, str]], now: float) -> None:
-    """Record acknowledged events, (fingerprint, event JSON), on the receiver's pipeline."""
-    for fp, raw in events:
-        pipe.hset(INBOX, fp, raw)
-        pipe.zadd(INBOX_AT, {fp: now}, nx=True)
+    """Record acknowledged events, (fingerprint, event JSON), on the receiver's pipeline
+    (two commands for the whole batch)."""
+    records = dict(events)
+    if records:
+        pipe.hset(INBOX, mapping=records)
+        pipe.zadd(INBOX_AT, dict.fromkeys(records, now), nx=True)

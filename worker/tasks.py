@@ -40,6 +40,7 @@ from worker.leadlex import shared_client
 from worker.logs import setup_celery_logging
 from worker.mapping import load_mapping
 from worker.onboarding import backfill
+from worker.redis_connect import connect
 from worker.settings import Settings, load_settings
 
 log = logging.getLogger("leadlex_sync.worker")
@@ -69,7 +70,9 @@ def _dispatch_ingest(client: redis.Redis, events: list[dict[str, Any]]) -> None:
 def build_runtime(settings: Settings, client: redis.Redis | None = None) -> pipeline.Runtime:
     """The pipeline's dependencies for this process, from settings (and a Redis client)."""
     api_key = settings.leadlex_api_key.get_secret_value() if settings.leadlex_api_key else ""
-    client = client or redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    client = client or connect(
+        settings.redis_url, master=settings.redis_sentinel_master, health_check_interval=30
+    )
     extra: dict[str, Any] = {"seam": runtime_seam} if runtime_seam is not None else {}
     return pipeline.Runtime(
         settings=settings,
@@ -104,8 +107,13 @@ _presence: dict[str, Any] = {}
 def _presence_client() -> redis.Redis:
     client = _presence.get("client")
     if client is None:
-        url = load_settings(require_leadlex=False).redis_url
-        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        settings = load_settings(require_leadlex=False)
+        client = connect(
+            settings.redis_url,
+            master=settings.redis_sentinel_master,
+            socket_connect_timeout=2,
+            socket_timeout=2,
+        )
         _presence["client"] = client
     return client
 

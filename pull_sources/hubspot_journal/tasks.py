@@ -14,6 +14,7 @@ from pull_sources.hubspot_journal.position import Position
 from worker.celery_app import app
 from worker.handoff import Enqueuer
 from worker.metrics import Metrics
+from worker.redis_connect import broker_url_for, connect
 from worker.settings import Settings, SettingsError, load_settings
 
 _runtime: tuple[int, PollRuntime] | None = None
@@ -28,7 +29,9 @@ def build_poll_runtime(settings: Settings, client: redis.Redis | None = None) ->
     """The poller's dependencies, from settings (HUBSPOT_JOURNAL=on guarantees credentials)."""
     if not settings.hubspot_client_id or settings.hubspot_client_secret is None:
         raise SettingsError("HUBSPOT_CLIENT_ID: required when HUBSPOT_JOURNAL=on")
-    client = client or redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    client = client or connect(
+        settings.redis_url, master=settings.redis_sentinel_master, health_check_interval=30
+    )
     portals = frozenset(settings.hubspot_portal_ids)
     journal = JournalClient(
         httpx.Client(timeout=settings.hubspot_journal_timeout_seconds),
@@ -41,7 +44,7 @@ def build_poll_runtime(settings: Settings, client: redis.Redis | None = None) ->
     return PollRuntime(
         client=journal,
         position=Position(client, settings.hubspot_journal_scope),
-        enqueuer=Enqueuer(app, client, settings.redis_url),
+        enqueuer=Enqueuer(app, client, broker_url_for(settings.redis_url)),
         metrics=Metrics(client),
         start=settings.hubspot_journal_start,
         batch_size=settings.hubspot_journal_batch_size,

@@ -123,25 +123,50 @@ class StepClock:
         return self.now
 
 
-def test_a_fresh_grant_is_confirmed_unchanged(redis_client: redis.Redis) -> None:
-    """confirm() right after acquire() keeps the grant where it is."""
+def test_a_confirmed_grant_counts_until_its_flight_bound_then_until_its_answer(
+    redis_client: redis.Redis,
+) -> None:
+    """confirm() dates the entry to the latest moment the call can reach LeadLex (now +
+    flight); landed() with an answer lowers it to the confirm stamp + the call's duration;
+    without an answer it keeps the flight bound."""
     clock = StepClock(1_000_000.0)
-    budget = Budget(redis_client, 2, 100, window_seconds=10, clock=clock)
+    budget = Budget(redis_client, 2, 100, window_seconds=10, flight_seconds=32, clock=clock)
     grant = budget.acquire()
     clock.now += 0.5
     budget.confirm()
-    assert redis_client.zscore(MINUTE_KEY, grant.token) == pytest.approx(1_000_000.0)
+    assert redis_client.zscore(MINUTE_KEY, grant.token) == pytest.approx(1_000_032.5)
+    budget.landed(answered=True)
+    score = redis_client.zscore(MINUTE_KEY, grant.token)
+    assert score is not None
+    assert 1_000_000.5 <= score < 1_000_000.5 + 1.0  # + the (tiny) real duration
+    lost = budget.acquire()
+    budget.confirm()
+    budget.landed(answered=False)
+    assert redis_client.zscore(MINUTE_KEY, lost.token) == pytest.approx(1_000_032.5)
+
+
+def test_a_call_in_flight_holds_its_slot_past_the_window(redis_client: redis.Redis) -> None:
+    """While a call has no answer, a grant one window later is refused: the call may still
+    be on its way to LeadLex."""
+    clock = StepClock(1_000_000.0)
+    budget = Budget(redis_client, 1, 100, window_seconds=10, flight_seconds=32, clock=clock)
+    assert budget.acquire().ok
+    budget.confirm()
+    clock.now += 11
+    refused = budget.acquire()
+    assert not refused.ok
+    assert refused.retry_at == pytest.approx(1_000_032.0 + 10.1)
 
 
 def test_a_stalled_grant_moves_to_when_the_call_really_leaves(redis_client: redis.Redis) -> None:
     """A call leaving 20 s after its grant is logged at that moment, so the window it lands
     in counts it."""
     clock = StepClock(1_000_000.0)
-    budget = Budget(redis_client, 2, 100, window_seconds=10, clock=clock)
+    budget = Budget(redis_client, 2, 100, window_seconds=10, flight_seconds=5, clock=clock)
     grant = budget.acquire()
     clock.now += 20
     budget.confirm()
-    assert redis_client.zscore(MINUTE_KEY, grant.token) == pytest.approx(1_000_020.0)
+    assert redis_client.zscore(MINUTE_KEY, grant.token) == pytest.approx(1_000_025.0)
     other = Budget(redis_client, 2, 100, window_seconds=10, clock=clock)
     assert other.acquire().ok
     assert not other.acquire().ok  # the stalled call holds a slot of the current window

@@ -46,8 +46,8 @@ def clock() -> FakeClock:
 def make_budget(
     client: redis.Redis, clock: FakeClock, per_minute: int = 3, daily: int = 100
 ) -> Budget:
-    """A budget with the default 60 s window and 1 s safety margin on the fake clock."""
-    return Budget(client, per_minute, daily, clock=clock)
+    """A budget with the default 60 s window and a 1 s safety margin on the fake clock."""
+    return Budget(client, per_minute, daily, safety_seconds=1.0, clock=clock)
 
 
 # ---- per-minute sliding window -----------------------------------------------------------

@@ -82,6 +82,11 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     faults = " ".join(f["fault"] for f in summary["faults"])
     assert "worker SIGKILL" in faults
     assert "redis kill -9" in faults
+    # Issue 14: the workers consume again within the bound after each Redis restart (a
+    # None would also be a violation above) and none exits because Redis went away.
+    assert summary["redis_resume_s"], summary["faults"]
+    assert all(r is not None and r <= 30 for r in summary["redis_resume_s"])
+    assert not [e for e in summary["process_exits"] if "hostname" in str(e.get("cause"))]
     assert summary["events"]["acked"] == summary["events"]["sent"] > 0
     assert summary["calls"]["total"] >= summary["calls"]["min_possible"] > 0
     assert "late" in faults

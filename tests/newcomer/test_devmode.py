@@ -4,11 +4,13 @@ cannot start."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -107,3 +109,53 @@ def test_dev_mode_uses_an_explicit_redis_url_and_never_prints_running_when_a_chi
     # It wrote into the Redis it was given (the demo links), and cleaned up its hand-shake.
     assert redis.Redis.from_url(redis_url).hlen("lls:links") > 0
     assert not (tmp_path / ".run" / "dev.env").exists()
+
+
+def _celery_worker(dev: DevRun) -> psutil.Process | None:
+    for proc in psutil.Process(dev.proc.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            line = proc.cmdline()
+            is_worker = line.count("worker") >= 2 and not {"beat", "flower"} & set(line)
+            if is_worker and proc.ppid() == dev.proc.pid:
+                return proc
+    return None
+
+
+def test_dev_mode_restarts_a_worker_that_dies(tmp_path: Path) -> None:
+    """A worker killed while dev mode runs is started again by dev mode, which says so, and
+    a sample sent afterwards still reaches the simulator."""
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env")
+    ports = dev_ports()
+    env = clean_env(**default_address_env(free_port()), **ports)
+    dev = DevRun([CLI, "dev", "--no-flower"], tmp_path, env)
+    try:
+        text = dev.wait_running()
+        contact_id = re.search(r"hubspot 101\s+-> (\S+)", text)
+        assert contact_id, text
+        first = _celery_worker(dev)
+        assert first is not None
+        first.kill()
+        wait_for(lambda: "worker (exit -9) exited; started it again" in dev.text())
+        second = wait_for(_celery_worker_factory(dev, first.pid))
+        assert second.pid != first.pid
+        sent = subprocess.run(
+            [CLI, "send-sample", "hubspot", "--value", "Restarted Ops"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        url = f"http://127.0.0.1:{ports['SANDBOX_PORT']}/_sandbox/contacts/{contact_id.group(1)}"
+        wait_for(
+            lambda: httpx.get(url, timeout=5).json()["data"]["job_title"] == "Restarted Ops",
+            timeout=90,
+        )
+    finally:
+        code = dev.ctrl_c()
+    assert code == 0, dev.text()[-3000:]
+
+
+def _celery_worker_factory(dev: DevRun, old_pid: int) -> Callable[[], psutil.Process | None]:
+    def find() -> psutil.Process | None:
+        proc = _celery_worker(dev)
+        return proc if proc is not None and proc.pid != old_pid else None
+
+    return find

@@ -10,7 +10,13 @@ from typing import Any
 from worker.leadlex import LeadLexError
 from worker.mapping import map_record, notes_delta
 from worker.pipeline.failures import on_error
-from worker.pipeline.runtime import FlushOutcome, Runtime, flush_lease_seconds, park
+from worker.pipeline.runtime import (
+    FlushOutcome,
+    Runtime,
+    flush_lease_seconds,
+    park,
+    park_for_budget,
+)
 from worker.pipeline.send import send
 from worker.pipeline.settle import settle_intent
 from worker.state import NOTES_PREFIX, Staged, seq_of_time
@@ -106,7 +112,7 @@ def _flush_held(rt: Runtime, contact: str, token: int) -> FlushOutcome:
 
     grant = rt.budget.acquire()
     if not grant.ok:
-        park(rt, contact, grant.retry_at, grant.reason or "budget")
+        park_for_budget(rt, contact, grant.retry_at, grant.reason or "budget")
         return FlushOutcome("parked_" + (grant.reason or "budget"), list(body))
 
     baseline = ""
@@ -119,7 +125,7 @@ def _flush_held(rt: Runtime, contact: str, token: int) -> FlushOutcome:
         baseline = read
         grant = rt.budget.acquire()
         if not grant.ok:
-            park(rt, contact, grant.retry_at, grant.reason or "budget")
+            park_for_budget(rt, contact, grant.retry_at, grant.reason or "budget")
             return FlushOutcome("parked_" + (grant.reason or "budget"), list(body))
 
     intent = {

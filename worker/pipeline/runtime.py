@@ -74,6 +74,9 @@ class Runtime:
             self.settings.rate_per_minute,
             self.settings.daily_limit,
             window_seconds=self.settings.leadlex_rate_window_seconds,
+            safety_seconds=self.settings.leadlex_rate_margin_seconds,
+            # The longest a request can take to reach LeadLex: the client's timeout phases.
+            flight_seconds=3 * self.settings.leadlex_timeout_seconds + 2,
             clock=test_clock,
         )
         self.circuit = Circuit(
@@ -86,10 +89,11 @@ class Runtime:
 
 
 class _CountedClient:
-    """Counts every LeadLex call by method and status in the shared metrics, and confirms
-    the thread's budget grant right before the call leaves (`Budget.confirm`: a grant taken
+    """Counts every LeadLex call by method and status in the shared metrics, confirms the
+    thread's budget grant right before the call leaves (`Budget.confirm`: a grant taken
     before a stall takes a fresh slot, or the call is not made and fails like one that
-    never left: `LeadLexConnectionError`, code `budget_lapsed`, not maybe applied)."""
+    never left: `LeadLexConnectionError`, code `budget_lapsed`, not maybe applied), and
+    tells the budget when it was answered (`Budget.landed`)."""
 
     METHODS = {
         "update_contact": "PATCH",
@@ -125,9 +129,14 @@ class _CountedClient:
             try:
                 resp = fn(*args, **kwargs)
             except LeadLexError as err:
+                self._budget.landed(answered=err.status is not None)
                 status = str(err.status) if err.status else "no_answer"
                 self._metrics.incr("leadlex_calls", method=method, status=status)
                 raise
+            except BaseException:
+                self._budget.landed(answered=False)
+                raise
+            self._budget.landed(answered=True)
             self._metrics.incr("leadlex_calls", method=method, status=str(resp.status))
             return resp
 
@@ -173,6 +182,37 @@ def park(rt: Runtime, contact: str, until: float, reason: str) -> None:
         wait = min(wait, rt.lease_seconds)
     rt.state.lease(contact, wait)
     rt.metrics.incr("flushes_parked", reason=reason)
+
+
+# Flushes the minute window refused are woken for exactly when a slot frees (issue 14):
+# up to `per_minute` per moment (slots free together when calls went out together); the
+# others wait for the pump (every second), which alone would delay every slot by up to a
+# second: 8-16 % of a 6 s window's budget.
+BUDGET_WAKER_KEY = "lls:budget:waker:{at_ms}"
+
+
+def park_for_budget(rt: Runtime, contact: str, retry_at: float, reason: str) -> None:
+    """Park a flush the budget refused; for a refusal of the minute window, the first
+    `per_minute` such flushes for that moment also dispatch themselves for exactly when the
+    slot frees (a countdown no longer than the rate window and half the visibility timeout:
+    invariant 7). A woken flush that finds no slot free parks again: Redis work, no call."""
+    park(rt, contact, retry_at, reason)
+    if reason != "minute":
+        return
+    wait = retry_at - rt.clock()
+    cap = min(
+        rt.settings.leadlex_rate_window_seconds + 1,
+        rt.settings.visibility_timeout_seconds / 2,
+    )
+    if not 0 < wait <= cap:
+        return
+    key = BUDGET_WAKER_KEY.format(at_ms=int(retry_at * 1000))
+    pipe = rt.redis.pipeline(transaction=True)
+    pipe.incr(key)
+    pipe.pexpire(key, max(1, int(wait * 1000)) + 1000)
+    woken, _ = pipe.execute()
+    if int(woken) <= rt.settings.rate_per_minute:
+        rt.dispatch_flush(contact, wait)
 
 
 def observe_error(rt: Runtime, err: LeadLexError) -> None:
