@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 API_KEY = "wbk_test_integration_key_0123456789"
@@ -80,3 +81,48 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+@contextlib.contextmanager
+def runtime_factory(
+    redis_url: str, base_url: str, api_key: str = API_KEY
+) -> Iterator[Callable[..., Any]]:
+    """Builds pipeline Runtimes on the test Redis and a LeadLex simulator at `base_url`
+    (Org limits, COALESCE_SECONDS=0, default mapping, nothing dispatched): `build(env={...},
+    **runtime_fields)`; closes the LeadLex clients it made on exit."""
+    import redis
+
+    from worker import pipeline
+    from worker.leadlex import LeadLexClient
+    from worker.mapping import default_mapping
+    from worker.settings import load_settings
+
+    clients: list[LeadLexClient] = []
+
+    def build(env: dict[str, str] | None = None, **fields: Any) -> pipeline.Runtime:
+        settings = load_settings(
+            {
+                "REDIS_URL": redis_url,
+                "LEADLEX_API_KEY": api_key,
+                "LEADLEX_PLAN": "org",
+                "LEADLEX_BASE_URL": base_url,
+                "COALESCE_SECONDS": "0",
+                **(env or {}),
+            },
+            env_file=None,
+        )
+        client = LeadLexClient(base_url, api_key, timeout=5)
+        clients.append(client)
+        return pipeline.Runtime(
+            settings=settings,
+            redis=redis.Redis.from_url(redis_url),
+            mapping=default_mapping(),
+            client_factory=lambda: client,
+            **fields,
+        )
+
+    try:
+        yield build
+    finally:
+        for client in clients:
+            client.close()

@@ -19,14 +19,17 @@ import pytest
 import redis
 
 from tests.integration.conftest import Sandbox
-from tests.integration.support import API_KEY, hs_change, now_ms, post_hubspot, wait_for
+from tests.integration.support import (
+    hs_change,
+    now_ms,
+    post_hubspot,
+    runtime_factory,
+    wait_for,
+)
 from webhook_app.sources.salesforce import parse_notification
 from worker import pipeline
 from worker.events import ChangeEvent, fingerprint
-from worker.leadlex import LeadLexClient
-from worker.mapping import default_mapping
 from worker.ratelimit import Budget
-from worker.settings import load_settings
 from worker.state import Life
 
 PORTAL = "62515"
@@ -65,36 +68,14 @@ class Harness:
 @pytest.fixture
 def harness(redis_url: str, sandbox: Sandbox) -> Iterator[Any]:
     """Factory: a Harness with extra settings (COALESCE_SECONDS=0)."""
-    clients: list[LeadLexClient] = []
+    with runtime_factory(redis_url, sandbox.base_url) as make:
 
-    def build(**env: str) -> Harness:
-        settings = load_settings(
-            {
-                "REDIS_URL": redis_url,
-                "LEADLEX_API_KEY": API_KEY,
-                "LEADLEX_PLAN": "org",
-                "LEADLEX_BASE_URL": sandbox.base_url,
-                "COALESCE_SECONDS": "0",
-                **env,
-            },
-            env_file=None,
-        )
-        client = LeadLexClient(sandbox.base_url, API_KEY, timeout=5)
-        clients.append(client)
-        h = Harness(
-            pipeline.Runtime(
-                settings=settings,
-                redis=redis.Redis.from_url(redis_url),
-                mapping=default_mapping(),
-                client_factory=lambda: client,
-            )
-        )
-        h.rt.dispatch_ingest = h.queue.extend
-        return h
+        def build(**env: str) -> Harness:
+            h = Harness(make(env))
+            h.rt.dispatch_ingest = h.queue.extend
+            return h
 
-    yield build
-    for client in clients:
-        client.close()
+        yield build
 
 
 def hs(

@@ -6,50 +6,23 @@ scenario is short; the Celery path is covered by test_sync_core.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from tests.integration.conftest import Sandbox
-from tests.integration.support import API_KEY, now_ms
+from tests.integration.support import now_ms, runtime_factory
 from worker import pipeline
 from worker.events import ChangeEvent, fingerprint
-from worker.leadlex import LeadLexClient
-from worker.mapping import default_mapping
-from worker.settings import load_settings
 from worker.state import State
 
 
 @pytest.fixture
-def make_runtime(redis_url: str, sandbox: Sandbox) -> Any:
+def make_runtime(redis_url: str, sandbox: Sandbox) -> Iterator[Any]:
     """Build a pipeline Runtime against the simulator with extra settings."""
-    clients: list[LeadLexClient] = []
-
-    def build(**env: str) -> pipeline.Runtime:
-        settings = load_settings(
-            {
-                "REDIS_URL": redis_url,
-                "LEADLEX_API_KEY": API_KEY,
-                "LEADLEX_PLAN": "org",
-                "LEADLEX_BASE_URL": sandbox.base_url,
-                "COALESCE_SECONDS": "0",
-                **env,
-            },
-            env_file=None,
-        )
-        client = LeadLexClient(sandbox.base_url, API_KEY, timeout=5)
-        clients.append(client)
-        return pipeline.Runtime(
-            settings=settings,
-            redis=redis.Redis.from_url(redis_url),
-            mapping=default_mapping(),
-            client_factory=lambda: client,
-        )
-
-    yield build
-    for client in clients:
-        client.close()
+    with runtime_factory(redis_url, sandbox.base_url) as build:
+        yield lambda **env: build(env)
 
 
 def _event(
