@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -31,8 +32,9 @@ from webhook_app.sources import BLUEPRINTS
 from worker.celery_app import app as celery_app
 from worker.deadletter import DeadLetters
 from worker.handoff import Enqueuer
+from worker.preflight import check as preflight_check
 from worker.redis_connect import broker_url_for, connect
-from worker.settings import Settings, SettingsError, load_settings
+from worker.settings import Settings, SettingsError
 
 __all__ = ["create_app"]
 
@@ -89,9 +91,31 @@ def create_app(
     redis_client: redis.Redis | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Flask:
-    """Build the receiver app; `settings` default to the environment (LeadLex key not needed)."""
-    if settings is None:
-        settings = load_settings(require_leadlex=False)
+    """Build the receiver app; `settings` default to the environment (LeadLex key not needed).
+
+    With settings from the environment inside gunicorn (a bare `gunicorn
+    "webhook_app:create_app()"`, without the shipped `-c deploy/gunicorn.conf.py` that checks
+    first), a bad setting is the same one line as in every other process, and the worker
+    exits with gunicorn's "app failed to load" status, so the arbiter stops instead of
+    printing a traceback per respawned worker."""
+    if settings is not None:
+        return _build(settings, redis_client, clock)
+    try:
+        return _build(preflight_check(require_leadlex=False), redis_client, clock)
+    except SettingsError as err:
+        if "gunicorn.arbiter" not in sys.modules:
+            raise
+        print(f"leadlex-sync: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(_GUNICORN_APP_LOAD_ERROR) from None
+
+
+# gunicorn.arbiter.Arbiter.APP_LOAD_ERROR: a worker exiting with it halts the server.
+_GUNICORN_APP_LOAD_ERROR = 4
+
+
+def _build(
+    settings: Settings, redis_client: redis.Redis | None, clock: Callable[[], float]
+) -> Flask:
     # An explicit root path: editable installs import through a hook Flask cannot ask.
     app = Flask(__name__, root_path=os.path.dirname(os.path.abspath(__file__)))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -104,3 +104,16 @@ def test_dlq_with_an_invalid_id_is_one_line(command: list[str], tmp_path: Path) 
         "leadlex-sync: no dead letter 'nope': ids look like 1732612345678-0 (see `dlq list`)"
     ]
     assert "Traceback" not in proc.stderr
+
+
+def test_bare_gunicorn_without_the_config_file_is_one_line_too(tmp_path: Path) -> None:
+    """`gunicorn "webhook_app:create_app()"` without `-c` (so no start-up check before the
+    fork): the worker prints the same one line, gunicorn stops (app failed to load, status
+    4) instead of respawning, and no traceback is printed."""
+    argv = [str(BIN / "gunicorn"), "--bind", "127.0.0.1:0", "--workers", "1",
+            "webhook_app:create_app()"]  # fmt: skip
+    proc = run(argv, tmp_path, REDIS_URL="redis://127.0.0.1:63x9/0")
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert our_lines(proc.stderr) == [BAD_PORT_LINE]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "63x9" not in proc.stderr
