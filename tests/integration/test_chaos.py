@@ -11,8 +11,10 @@ every invariant held.
 
 The other tests replay, step by step over the simulator, what it found: acknowledged
 events lost by the broker (kombu's Redis transport pops a message before recording it as
-unacknowledged, so a worker or Redis dying in between loses it), and the three ways a
-PATCH of unknown outcome (answer lost after LeadLex applied it) went wrong when settled.
+unacknowledged, so a worker or Redis dying in between loses it), the three ways a
+PATCH of unknown outcome (answer lost after LeadLex applied it) went wrong when settled,
+and a full_name composed from one part, sent, then kept against the whole name of the
+same time by the value tie rule (issue 14).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import pytest
 import redis
 
 from tests.integration.conftest import Sandbox
-from tests.integration.support import API_KEY, hs_change, now_ms, post_hubspot
+from tests.integration.support import API_KEY, hs_change, link, now_ms, post_hubspot, wait_for
 from worker import pipeline
 from worker.celery_app import QUEUE_INGEST
 from worker.events import ChangeEvent
@@ -289,6 +291,26 @@ def test_a_half_new_name_sent_first_is_replaced_by_the_whole_new_one(
     assert sandbox.contact(cid)["full_name"] == "Bob Jones"
     assert _step(rt, cid, _event("hubspot", "531", 2000, "a2", firstname="Alice")) == "sent"
     assert sandbox.contact(cid)["full_name"] == "Alice Jones"
+
+
+def test_name_edit_split_by_a_flush_ends_whole_through_a_worker(
+    receiver: Any, sandbox: Sandbox, workers: Any, redis_url: str
+) -> None:
+    """Issue 14 end to end (receiver, Celery worker, simulator): the last name's event of a
+    first + last name edit is synced alone before the first name's event arrives; the
+    worker then sends the whole name."""
+    cid = sandbox.seed(full_name="Seed")
+    link(redis_url, "hubspot", "533", cid)
+    workers()
+    t = now_ms()
+    post_hubspot(receiver, [hs_change(533, "lastname", "Ln30x5", t)])
+    wait_for(lambda: sandbox.contact(cid)["full_name"] == "Ln30x5")
+    post_hubspot(receiver, [hs_change(533, "firstname", "Fn30x5", t)])
+    wait_for(lambda: sandbox.contact(cid)["full_name"] == "Fn30x5 Ln30x5", timeout=20)
+    assert [p["body"].get("full_name") for p in sandbox.patches(cid)] == [
+        "Ln30x5",
+        "Fn30x5 Ln30x5",
+    ]
 
 
 def test_name_parts_of_one_transaction_in_reverse_order_end_whole(
