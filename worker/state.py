@@ -23,7 +23,8 @@ can finish from. Key layout (all under `lls:`):
   open, LeadLex error); the pump's `retry_unresolved` replays them.
 - `lls:stage:{leadlex_id}` (hash): staged LeadLex field -> [value, ts_ms, origin(, seq)].
 - `lls:applied:{leadlex_id}` (hash): last value applied per field -> [value, ts_ms(, seq)]
-  (value null: unknown since a PATCH of unknown outcome, so it is sent again);
+  (value null: unknown since a PATCH of unknown outcome, so it is sent again); a composed
+  value (full_name) also keeps its CRM record: [value, ts_ms, seq or '', record];
   `_updated` -> LeadLex's updated_date after our last write.
 - `lls:notes:{leadlex_id}` (hash): per CRM record, the notes text already appended.
 - `lls:intent:{leadlex_id}` (string, JSON): the write in flight or of unknown outcome:
@@ -274,7 +275,12 @@ return out
 # seq); equal pairs follow the tie rule (_GT) against both applied and staged values,
 # counted in `field_time_ties`; except for a restage without an event (seen = '': the
 # flush re-mapping staged values from their record's snapshot), which replaces values as
-# new as itself, as before ties had a rule.
+# new as itself, as before ties had a rule, and except for a composed value (origin `p`,
+# e.g. full_name from first + last name) against a composition of the same record (origin
+# `r`; applied entries keep it, see _COMMIT): two compositions of one record and time are
+# not two writes but one made from a snapshot that lacked a part (the first name's event
+# arriving after the last name's, maybe after a flush), so the later one is staged and
+# the flush's re-mapping from the record's snapshot decides what is sent.
 _STAGE = (
     _GT
     + _SEQ
@@ -284,13 +290,17 @@ local ruled = KEYS[4] ~= ''
 for i = 9, #ARGV, 5 do
   local f, v, ts, origin = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   local q = q_of(ARGV[i + 4])
+  local o = cjson.decode(origin)
+  local parts_of = false  -- the record whose parts this value was composed from
+  if type(o) == 'table' and o['p'] and type(o['r']) == 'string' then parts_of = o['r'] end
   local newer, tie = true, false
   local a = redis.call('HGET', KEYS[2], f)
   if a then
     local d = cjson.decode(a)
     local order = cmp(tonumber(d[2]), q_of(d[3]), ts, q)
     if order > 0 then newer = false
-    elseif ruled and order == 0 and type(d[1]) == 'string' and d[1] ~= v then
+    elseif ruled and order == 0 and type(d[1]) == 'string' and d[1] ~= v
+      and not (parts_of and d[4] == parts_of) then
       tie, newer = true, gt(v, d[1])
     end
   end
@@ -298,12 +308,15 @@ for i = 9, #ARGV, 5 do
   if newer and s then
     local d = cjson.decode(s)
     local order = cmp(tonumber(d[2]), q_of(d[4]), ts, q)
+    local same = parts_of and type(d[3]) == 'table' and d[3]['p'] and d[3]['r'] == parts_of
     if order > 0 then newer = false
-    elseif ruled and order == 0 and d[1] ~= v then tie, newer = true, gt(v, d[1]) end
+    elseif ruled and order == 0 and d[1] ~= v and not same then
+      tie, newer = true, gt(v, d[1])
+    end
   end
   if tie then ties = ties + 1 end
   if newer then
-    redis.call('HSET', KEYS[1], f, cjson.encode(with_q({v, ts, cjson.decode(origin)}, q)))
+    redis.call('HSET', KEYS[1], f, cjson.encode(with_q({v, ts, o}, q)))
     staged = staged + 1
   else
     stale = stale + 1
@@ -339,7 +352,8 @@ return {added, staged, stale}
 # carries the given key (the outcome of that very write); refused when a key is given and
 # the intent carries another one. Returns -1 when refused, else the staged fields left.
 # Applied values are ordered by (CRM time, seq) like staging; the seq is kept when a value
-# becomes unknown.
+# becomes unknown. A composed value (origin `p`) is recorded with its record,
+# [value, ts, seq or '', record], for staging's same-record rule.
 _COMMIT = (
     _GT
     + _SEQ
@@ -360,7 +374,12 @@ for i = 9, #ARGV, 3 do
     local q = q_of(st[4])
     local d = a and cjson.decode(a)
     if (not d) or cmp(tonumber(d[2]), q_of(d[3]), tonumber(st[2]), q) <= 0 then
-      redis.call('HSET', KEYS[2], f, cjson.encode(with_q({st[1], st[2]}, q)))
+      local e = with_q({st[1], st[2]}, q)
+      local o = st[3]
+      if type(o) == 'table' and o['p'] and type(o['r']) == 'string' then
+        e[3], e[4] = e[3] or '', o['r']
+      end
+      redis.call('HSET', KEYS[2], f, cjson.encode(e))
     end
   elseif kind == 'n' then
     redis.call('HSET', KEYS[5], string.sub(f, 7), st[1])
@@ -1043,7 +1062,8 @@ class State:
 
     def applied(self, contact: str) -> dict[str, Any]:
         """Applied values: field -> (value, ts_ms); `_updated` -> LeadLex updated_date string.
-        (A non-zero seq, stored as a third element, is used by the Lua steps only.)"""
+        (A non-zero seq, stored as a third element, and a composed value's record, as a
+        fourth, are used by the Lua steps only.)"""
         out: dict[str, Any] = {}
         for field, raw in self.redis.hgetall(applied_key(contact)).items():
             name = _s(field)

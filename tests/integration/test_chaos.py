@@ -11,13 +11,16 @@ every invariant held.
 
 The other tests replay, step by step over the simulator, what it found: acknowledged
 events lost by the broker (kombu's Redis transport pops a message before recording it as
-unacknowledged, so a worker or Redis dying in between loses it), and the three ways a
-PATCH of unknown outcome (answer lost after LeadLex applied it) went wrong when settled.
+unacknowledged, so a worker or Redis dying in between loses it), the three ways a
+PATCH of unknown outcome (answer lost after LeadLex applied it) went wrong when settled,
+and a full_name composed from one part, sent, then kept against the whole name of the
+same time by the value tie rule (issue 14).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import signal
 import subprocess
@@ -31,7 +34,7 @@ import pytest
 import redis
 
 from tests.integration.conftest import Sandbox
-from tests.integration.support import API_KEY, hs_change, now_ms, post_hubspot
+from tests.integration.support import API_KEY, hs_change, link, now_ms, post_hubspot, wait_for
 from worker import pipeline
 from worker.celery_app import QUEUE_INGEST
 from worker.events import ChangeEvent
@@ -257,3 +260,90 @@ def test_note_is_not_appended_twice_when_the_text_grew_before_the_settle(
     # LeadLex cannot tell us that "two" was ours (notes are write-only): it is surfaced.
     (letter,) = rt.dlq.iter("notes_uncertain")
     assert letter.payload["leadlex_value"] == "[HubSpot] two"
+
+
+# ---- what the chaos run found: a name composed before its other part arrived ------------------
+def test_name_parts_of_one_edit_split_by_a_flush_end_whole(
+    rt: pipeline.Runtime, sandbox: Sandbox
+) -> None:
+    """Issue 14 (seed 372524): HubSpot sends a first + last name edit as two events of one
+    time; the last name's event composed "Ln30x5" alone and was sent before the first
+    name's arrived. The whole name of that time must then replace the half one, even
+    though it is the smaller value (the tie rule is for two writes, not two compositions)."""
+    cid = sandbox.seed(full_name="Seed")
+    rt.state.set_links([("hubspot", "", "530", cid)])
+    assert _step(rt, cid, _event("hubspot", "530", 1000, "n1", lastname="Ln30x5")) == "sent"
+    assert sandbox.contact(cid)["full_name"] == "Ln30x5"
+    assert _step(rt, cid, _event("hubspot", "530", 1000, "n2", firstname="Fn30x5")) == "sent"
+    assert sandbox.contact(cid)["full_name"] == "Fn30x5 Ln30x5"
+
+
+def test_a_half_new_name_sent_first_is_replaced_by_the_whole_new_one(
+    rt: pipeline.Runtime, sandbox: Sandbox
+) -> None:
+    """Bob Smith becomes Alice Jones in one edit; the last name's event arrives and is sent
+    first ("Bob Jones"), then the first name's: LeadLex ends with "Alice Jones"."""
+    cid = sandbox.seed(full_name="Seed")
+    rt.state.set_links([("hubspot", "", "531", cid)])
+    first = _event("hubspot", "531", 1000, "b1", firstname="Bob", lastname="Smith")
+    assert _step(rt, cid, first) == "sent"
+    assert _step(rt, cid, _event("hubspot", "531", 2000, "a1", lastname="Jones")) == "sent"
+    assert sandbox.contact(cid)["full_name"] == "Bob Jones"
+    assert _step(rt, cid, _event("hubspot", "531", 2000, "a2", firstname="Alice")) == "sent"
+    assert sandbox.contact(cid)["full_name"] == "Alice Jones"
+
+
+def test_name_edit_split_by_a_flush_ends_whole_through_a_worker(
+    receiver: Any, sandbox: Sandbox, workers: Any, redis_url: str
+) -> None:
+    """Issue 14 end to end (receiver, Celery worker, simulator): the last name's event of a
+    first + last name edit is synced alone before the first name's event arrives; the
+    worker then sends the whole name."""
+    cid = sandbox.seed(full_name="Seed")
+    link(redis_url, "hubspot", "533", cid)
+    workers()
+    t = now_ms()
+    post_hubspot(receiver, [hs_change(533, "lastname", "Ln30x5", t)])
+    wait_for(lambda: sandbox.contact(cid)["full_name"] == "Ln30x5")
+    post_hubspot(receiver, [hs_change(533, "firstname", "Fn30x5", t)])
+    wait_for(lambda: sandbox.contact(cid)["full_name"] == "Fn30x5 Ln30x5", timeout=20)
+    assert [p["body"].get("full_name") for p in sandbox.patches(cid)] == [
+        "Ln30x5",
+        "Fn30x5 Ln30x5",
+    ]
+
+
+def test_name_parts_of_one_transaction_in_reverse_order_end_whole(
+    rt: pipeline.Runtime, sandbox: Sandbox
+) -> None:
+    """CDC: change 2 (LastName) of one commit is taken in and sent before change 1
+    (FirstName): the name composed with change 1 is as new as its newest part (seq 2),
+    so it replaces the half name instead of losing to it as older."""
+    cid = sandbox.seed(full_name="Seed")
+    rt.state.set_links([("salesforce", "", "003N", cid)])
+    second = dataclasses.replace(_event("salesforce", "003N", 1000, "c2", LastName="Jones"), seq=2)
+    assert _step(rt, cid, second) == "sent"
+    assert sandbox.contact(cid)["full_name"] == "Jones"
+    first = dataclasses.replace(_event("salesforce", "003N", 1000, "c1", FirstName="Alice"), seq=1)
+    assert _step(rt, cid, first) == "sent"
+    assert sandbox.contact(cid)["full_name"] == "Alice Jones"
+
+
+def test_a_half_name_staged_after_the_whole_one_was_sent_is_not_sent(
+    rt: pipeline.Runtime, sandbox: Sandbox
+) -> None:
+    """A worker that composed the name from the snapshot before the other part was merged
+    stages it only after the whole name was sent: the flush re-maps it from the snapshot
+    and sends nothing, so LeadLex keeps the whole name."""
+    cid = sandbox.seed(full_name="Seed")
+    rt.state.set_links([("hubspot", "", "532", cid)])
+    pipeline.ingest(rt, _event("hubspot", "532", 1000, "w1", firstname="Amy"))
+    assert _step(rt, cid, _event("hubspot", "532", 1000, "w2", lastname="Zed")) == "sent"
+    assert sandbox.contact(cid)["full_name"] == "Amy Zed"
+    patches = len(sandbox.patches(cid))
+    late = {"r": "hubspot:62515:532", "t": "contact", "p": 1}
+    rt.state.stage(cid, [("full_name", "Zed", 1000, late)], due_at=0, fp="w3", seen_ttl=60)
+    assert [s.value for s in rt.state.read_stage(cid)] == ["Zed"]
+    assert pipeline.flush(rt, cid).outcome == "noop"
+    assert sandbox.contact(cid)["full_name"] == "Amy Zed"
+    assert len(sandbox.patches(cid)) == patches

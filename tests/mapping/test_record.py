@@ -53,6 +53,19 @@ def test_direct_full_name_wins_when_changed(cfg: MappingConfig) -> None:
     assert result.fields == {"full_name": FieldValue("Dr. Ada King", 1_000)}
 
 
+def test_composed_lists_a_name_made_from_the_parts_only(cfg: MappingConfig) -> None:
+    """`composed` names full_name when it was made from the parts (one part is enough), not
+    when a direct full-name field was sent, nor when nothing could be composed."""
+    half = map_record(cfg, "hubspot", "contact", {"lastname": ("Ln30x5", 5)}, ["lastname"])
+    assert half.fields == {"full_name": FieldValue("Ln30x5", 5)}
+    assert half.composed == frozenset({"full_name"})
+    values = snap(full_name="Dr. Ada King", first_name="Ada", last_name="Lovelace")
+    direct = map_record(cfg, "generic", "contact", values, ["first_name", "full_name"])
+    assert direct.composed == frozenset()
+    cleared = map_record(cfg, "salesforce", "contact", {"LastName": (None, 200)}, ["LastName"])
+    assert (cleared.fields, cleared.composed) == ({}, frozenset())
+
+
 def test_unchanged_direct_full_name_does_not_block_parts(cfg: MappingConfig) -> None:
     """If only a part changed, full_name is composed even when a direct value exists."""
     values = snap(full_name="Old Name", first_name="Ada", last_name="Lovelace")

@@ -3,11 +3,13 @@ the future clamp and lifecycle ordering (worker.events, worker.state)."""
 
 from __future__ import annotations
 
+import json
+
 import redis
 
 from worker.events import ChangeEvent, clamp_future
 from worker.metrics import Metrics
-from worker.state import Life, State
+from worker.state import Life, State, applied_key
 
 
 def _event(occurred: int, received: int) -> ChangeEvent:
@@ -78,6 +80,68 @@ def test_a_restage_from_the_snapshot_replaces_a_value_as_new(redis_client: redis
     st.stage("c1", [("full_name", "Zed", 5, origin)], due_at=1, fp="e1", seen_ttl=60)
     st.stage("c1", [("full_name", "Amy Zed", 5, origin)], due_at=1, fp=None, seen_ttl=1)
     assert [s.value for s in st.read_stage("c1")] == ["Amy Zed"]
+
+
+def _commit_all(st: State, contact: str) -> None:
+    token = st.acquire(contact, 5)
+    assert token is not None
+    st.commit(contact, [(s, "f") for s in st.read_stage(contact)], token=token)
+    st.release(contact, token)
+
+
+def test_a_composed_name_replaces_the_same_records_half_name_of_its_time(
+    redis_client: redis.Redis,
+) -> None:
+    """Issue 14: a name composed from the parts (origin `p`) is not tied by value with a
+    composition of the same record and time, staged or already applied: the later one is
+    staged (the flush re-maps it from the snapshot); the half name was no write of its own."""
+    st = State(redis_client)
+    parts = {"r": "hubspot:1:1", "p": 1}
+    st.stage("c1", [("full_name", "Zed", 5, parts)], due_at=1, fp="e1", seen_ttl=60)
+    _, staged, _ = st.stage(
+        "c1", [("full_name", "Amy Zed", 5, parts)], due_at=1, fp="e2", seen_ttl=60
+    )
+    assert staged == 1
+    assert [s.value for s in st.read_stage("c1")] == ["Amy Zed"]
+    st.stage("c2", [("full_name", "Zed", 5, parts)], due_at=1, fp="e3", seen_ttl=60)
+    _commit_all(st, "c2")
+    assert json.loads(redis_client.hget(applied_key("c2"), "full_name")) == [
+        "Zed",
+        5,
+        "",
+        "hubspot:1:1",
+    ]
+    assert st.applied("c2")["full_name"] == ("Zed", 5)
+    _, staged, _ = st.stage(
+        "c2", [("full_name", "Amy Zed", 5, parts)], due_at=1, fp="e4", seen_ttl=60
+    )
+    assert staged == 1
+    assert [s.value for s in st.read_stage("c2")] == ["Amy Zed"]
+    assert Metrics(redis_client).value("field_time_ties") == 0
+
+
+def test_composed_names_of_two_records_at_one_time_keep_the_tie_rule(
+    redis_client: redis.Redis,
+) -> None:
+    """Compositions of two different records (HubSpot and Salesforce) at one time are two
+    writes: the greater one wins whatever the order, staged or applied, as before."""
+    st = State(redis_client)
+    hs = {"r": "hubspot:1:1", "p": 1}
+    sf = {"r": "salesforce:o:003A", "p": 1}
+    st.stage("c1", [("full_name", "Bob Zed", 5, sf)], due_at=1, fp="e1", seen_ttl=60)
+    st.stage("c1", [("full_name", "Amy Zed", 5, hs)], due_at=1, fp="e2", seen_ttl=60)
+    assert [s.value for s in st.read_stage("c1")] == ["Bob Zed"]
+    st.stage("c2", [("full_name", "Bob Zed", 5, sf)], due_at=1, fp="e3", seen_ttl=60)
+    _commit_all(st, "c2")
+    _, staged, stale = st.stage(
+        "c2", [("full_name", "Amy Zed", 5, hs)], due_at=1, fp="e4", seen_ttl=60
+    )
+    assert (staged, stale) == (0, 1)
+    st.stage("c3", [("full_name", "Amy Zed", 5, hs)], due_at=1, fp="e5", seen_ttl=60)
+    _commit_all(st, "c3")
+    st.stage("c3", [("full_name", "Bob Zed", 5, sf)], due_at=1, fp="e6", seen_ttl=60)
+    assert [s.value for s in st.read_stage("c3")] == ["Bob Zed"]
+    assert Metrics(redis_client).value("field_time_ties") == 3
 
 
 def test_lifecycle_is_ordered_by_time_and_a_deletion_wins_a_tie(

@@ -30,7 +30,9 @@ Rules
 - Only LeadLex fields affected by `changed` are returned. `full_name` is composed as
   "first last" from the name parts in the *snapshot* when either part changed (ts =
   newest part change, a clear included); a directly mapped full-name field wins when
-  it is itself in `changed`.
+  it is itself in `changed`; `MappingResult.composed` then names full_name (the pipeline
+  lets a later composition of the same record and time replace it: a part of that time
+  may have been missing from the snapshot).
   first_name / last_name are never sent on their own (PATCH has no such fields).
 - When several CRM fields feed one LeadLex field (e.g. phone and mobilephone), the
   newest value wins; on equal times the one declared later wins (file additions come

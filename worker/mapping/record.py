@@ -28,6 +28,7 @@ REASONS: tuple[str, ...] = (INVALID_EMAIL, INVALID_PHONE, INVALID_LINKEDIN_URL, 
 _REASONS = {"email": INVALID_EMAIL, "phone": INVALID_PHONE, "linkedin_url": INVALID_LINKEDIN_URL}
 
 _NAME_PARTS = ("first_name", "last_name")
+_COMPOSED = frozenset({"full_name"})
 
 Snapshot = Mapping[str, tuple[str | None, int]]
 
@@ -61,6 +62,10 @@ class MappingResult:
     skipped: list[str]  # changed CRM fields not mapped, cleared, or notes disabled
     leadlex_id: str | None  # LeadLex contact id carried by the CRM record, if valid
     email: str | None  # normalized email from the snapshot, if valid (resolve-by-email)
+    # LeadLex fields in `fields` composed from several CRM fields of the snapshot (full_name
+    # from the name parts): a value composed before a part of the same time arrived is
+    # replaced by the record's next composition of that time, whatever the values.
+    composed: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -253,6 +258,7 @@ def map_record(
         skipped=skipped,
         leadlex_id=_leadlex_id(run),
         email=_email(run),
+        composed=_COMPOSED if composed and "full_name" in run.fields else frozenset(),
     )
 
 

@@ -151,7 +151,8 @@ def _recompose(
     threads) each compose full_name from a snapshot that may lack the other's part; the
     snapshot itself is merged atomically and always ends up complete. So before sending,
     every staged value is mapped again from its record's current snapshot: a value at
-    least as new that differs replaces the staged one."""
+    least as new that differs replaces the staged one. (A half name already sent is
+    replaced too: staging lets a composition of the same record and time through.)"""
     by_record: dict[tuple[str, str], list[Staged]] = {}
     for s in staged:
         if not s.field.startswith(NOTES_PREFIX) and s.origin.get("r"):
@@ -173,7 +174,8 @@ def _recompose(
                 continue
             seq = seq_of_time(snapshot, snapshot_seqs, fv.ts_ms)
             if (fv.ts_ms, seq) >= (s.ts_ms, s.seq):
-                fixes.append((s.field, fv.value, fv.ts_ms, s.origin))
+                origin = {**s.origin, "p": 1} if s.field in result.composed else s.origin
+                fixes.append((s.field, fv.value, fv.ts_ms, origin))
                 seqs[s.field] = seq
     return fixes, seqs
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from worker.events import ChangeEvent, clamp_future
@@ -126,8 +126,12 @@ def ingest(rt: Runtime, event: ChangeEvent) -> str:
         "o": event.occurred_at_ms,
         "q": event.received_at_ms,
     }
+    # A composed value (full_name) is marked "p" (from the record's parts): staging lets the
+    # record's next composition of the same time replace it (worker.state, _STAGE).
+    composed_origin = {**origin, "p": 1}
     rows: list[tuple[str, str, int, dict[str, Any]]] = [
-        (name, fv.value, fv.ts_ms, origin) for name, fv in result.fields.items()
+        (name, fv.value, fv.ts_ms, composed_origin if name in result.composed else origin)
+        for name, fv in result.fields.items()
     ]
     if result.notes is not None:
         rows.append((NOTES_PREFIX + record, result.notes.value, result.notes.ts_ms, origin))
@@ -143,7 +147,7 @@ def ingest(rt: Runtime, event: ChangeEvent) -> str:
         lease_seconds=rt.settings.coalesce_seconds + rt.lease_seconds,
         counters=_counter_fields(event.source),
         extra_stale=stale,
-        seqs=row_seqs(rows, snapshot, seqs, event.occurred_at_ms, event.seq),
+        seqs=row_seqs(rows, snapshot, seqs, event.occurred_at_ms, event.seq, result.composed),
     )
     if newly_due:
         rt.dispatch_flush(contact, rt.settings.coalesce_seconds)
@@ -156,13 +160,21 @@ def row_seqs(
     snapshot_seqs: Mapping[str, int],
     ts_ms: int,
     seq: int,
+    composed: Collection[str] = (),
 ) -> dict[str, int]:
     """The within-time order of each staged row: the event's own `seq` for a value of its
     time; a value of another time (a name composed with a newer part) takes the greatest
-    seq of the record's snapshot fields of that time (the flush re-maps it if needed)."""
+    seq of the record's snapshot fields of that time (the flush re-maps it if needed), and
+    so does a composed value of the event's time when a part of that time has a greater
+    one (a name is as new as its newest part, as in the flush's re-mapping)."""
     out: dict[str, int] = {}
     for name, _value, ts, _origin in rows:
-        row_seq = seq if ts == ts_ms else seq_of_time(snapshot, snapshot_seqs, ts)
+        if ts != ts_ms:
+            row_seq = seq_of_time(snapshot, snapshot_seqs, ts)
+        elif name in composed:
+            row_seq = max(seq, seq_of_time(snapshot, snapshot_seqs, ts))
+        else:
+            row_seq = seq
         if row_seq:
             out[name] = row_seq
     return out
