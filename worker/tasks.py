@@ -185,31 +185,50 @@ class _Task(Task):
 def ingest_batch(self: Task, events: list[str | dict[str, Any]]) -> dict[str, int]:
     """Ingest a batch of events (one receiver request): fingerprints of inbox records, or
     (messages queued before the upgrade) ChangeEvent dicts."""
-    rt = runtime()
+    return ingest_message(runtime(), events)
+
+
+def ingest_message(rt: pipeline.Runtime, items: list[str | dict[str, Any]]) -> dict[str, int]:
+    """The ingest task's work (also what bench/worker.py measures): read the message's
+    events from the inbox, ingest them as one batch (`pipeline.ingest_batch`: a few round
+    trips for the whole message), dead-letter an event that cannot be ingested; returns
+    the count of each outcome. Redis errors propagate (the task retries the message)."""
     outcomes: dict[str, int] = {}
-    for data in load_events(rt.redis, events):
+    events: list[ChangeEvent] = []
+    sent: dict[str, dict[str, Any]] = {}  # fingerprint -> the event as it came
+    for data in load_events(rt.redis, items):
         if data is None:  # its inbox record is gone: it was already taken in
-            rt.metrics.incr("events_deduped", source="other")
             outcomes["duplicate"] = outcomes.get("duplicate", 0) + 1
             continue
         try:
-            event = ChangeEvent.from_dict(data)
-            outcome = pipeline.ingest(rt, event)
-        except redis.RedisError:
-            raise
+            events.append(ChangeEvent.from_dict(data))
+            sent[events[-1].fingerprint] = data
         except Exception as exc:
             log.exception("ingest failed; event dead-lettered")
-            rt.dlq.add(
-                "ingest_error",
-                source=str(data.get("source", "")),
-                payload=data,
-                details={"error": type(exc).__name__},
-            )
-            rt.metrics.incr("dead_lettered", reason="ingest_error")
-            rt.state.inbox_done([str(data.get("fingerprint", ""))])  # taken in: dead-lettered
-            outcome = "ingest_error"
+            _dead_letter(rt, data, exc)
+            outcomes["ingest_error"] = outcomes.get("ingest_error", 0) + 1
+    if outcomes.get("duplicate"):
+        rt.metrics.incr("events_deduped", outcomes["duplicate"], source="other")
+
+    def failed(event: ChangeEvent, exc: Exception) -> None:
+        log.error("ingest failed; event dead-lettered", exc_info=exc)
+        _dead_letter(rt, sent.get(event.fingerprint) or event.to_dict(), exc)
+
+    for outcome in pipeline.ingest_batch(rt, events, on_error=failed):
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return outcomes
+
+
+def _dead_letter(rt: pipeline.Runtime, data: dict[str, Any], exc: Exception) -> None:
+    """An event that cannot be ingested: dead letter `ingest_error`, and it is taken in."""
+    rt.dlq.add(
+        "ingest_error",
+        source=str(data.get("source", "")),
+        payload=data,
+        details={"error": type(exc).__name__},
+    )
+    rt.metrics.incr("dead_lettered", reason="ingest_error")
+    rt.state.inbox_done([str(data.get("fingerprint", ""))])  # taken in: dead-lettered
 
 
 @app.task(name="leadlex_sync.flush_contact", base=_Task, bind=True)
