@@ -62,6 +62,7 @@ before the PATCH.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterable, Mapping
@@ -1374,11 +1375,19 @@ def _snapshot_of(
     snap: dict[str, tuple[str | None, int]] = {}
     seqs: dict[str, int] = {}
     for name, raw in rows:
-        entry = json.loads(raw)
-        snap[name] = (entry[0], int(entry[1]))
-        if seq := seq_at(entry, 2):
+        value, ts, seq = _snapshot_entry(raw)
+        snap[name] = (value, ts)
+        if seq:
             seqs[name] = seq
     return snap, seqs
+
+
+@functools.lru_cache(maxsize=8192)
+def _snapshot_entry(raw: str | bytes) -> tuple[str | None, int, int]:
+    """One stored snapshot entry, parsed once: a record's fields come back with every event
+    of it (one CRM edit is often several events in one batch), mostly unchanged."""
+    entry = json.loads(raw)
+    return entry[0], int(entry[1]), seq_at(entry, 2)
 
 
 def seq_of_time(
