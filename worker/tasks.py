@@ -28,6 +28,7 @@ from celery.signals import (
 )
 
 from worker import pipeline, presence
+from worker.broker_wire import task_envelope
 from worker.celery_app import (
     HOUSEKEEPING_TASKS,
     QUEUE_FLUSH,
@@ -44,6 +45,7 @@ from worker.redis_connect import connect
 from worker.settings import Settings, load_settings
 
 log = logging.getLogger("leadlex_sync.worker")
+FLUSH_TASK = "leadlex_sync.flush_contact"
 # One log shape for Celery workers and beat (JSON in production, see worker/logs.py).
 setup_logging.connect(setup_celery_logging, weak=False)
 
@@ -57,6 +59,25 @@ runtime_seam: Callable[[str, str], None] | None = None
 
 def _dispatch_flush(contact: str, countdown: float) -> None:
     flush_contact.apply_async(args=[contact], countdown=countdown or None, queue=QUEUE_FLUSH)
+
+
+def dispatch_flushes(client: redis.Redis, contacts: list[str], countdown: float) -> None:
+    """One flush message per contact, all in ONE round trip: Celery's own message written as
+    kombu's Redis transport stores it (worker.broker_wire, as the receiver does; REDIS_URL is
+    the broker), instead of one apply_async (a publish and a "task-sent" event) each.
+    Flower lists these flushes when a worker receives them."""
+    pipe = client.pipeline(transaction=False)
+    for contact in contacts:
+        key, envelope = task_envelope(
+            app,
+            FLUSH_TASK,
+            [contact],
+            queue=QUEUE_FLUSH,
+            argsrepr=repr([contact]),
+            countdown=countdown,
+        )
+        pipe.lpush(key, envelope)
+    pipe.execute()
 
 
 def _dispatch_ingest(client: redis.Redis, events: list[dict[str, Any]]) -> None:
@@ -82,6 +103,7 @@ def build_runtime(settings: Settings, client: redis.Redis | None = None) -> pipe
             settings.leadlex_base_url, api_key, settings.leadlex_timeout_seconds
         ),
         dispatch_flush=_dispatch_flush,
+        dispatch_flushes=functools.partial(dispatch_flushes, client),
         dispatch_ingest=functools.partial(_dispatch_ingest, client),
         lease_seconds=settings.flush_lease_seconds,
         **extra,
@@ -231,7 +253,7 @@ def _dead_letter(rt: pipeline.Runtime, data: dict[str, Any], exc: Exception) -> 
     rt.state.inbox_done([str(data.get("fingerprint", ""))])  # taken in: dead-lettered
 
 
-@app.task(name="leadlex_sync.flush_contact", base=_Task, bind=True)
+@app.task(name=FLUSH_TASK, base=_Task, bind=True)
 def flush_contact(self: Task, contact: str) -> str:
     """Send one coalesced PATCH for a LeadLex contact (or park it)."""
     return pipeline.flush(runtime(), contact).outcome

@@ -155,12 +155,16 @@ def _stage(
     replies = steps.execute()
     if at < 0:
         return
+    due: dict[str, None] = {}
     for (index, contact), (newly_due, staged, _stale) in zip(
         staged_at, State.stage_replies(replies[at]), strict=True
     ):
         if newly_due:
-            rt.dispatch_flush(contact, rt.settings.coalesce_seconds)
+            due[contact] = None
         outcomes[index] = "staged" if staged else "stale"
+    # A dispatch lost here (the worker dies) is not lost work: the staging step leased the
+    # contact, and the pump dispatches a due contact once its lease has expired.
+    rt.dispatch_flush_many(list(due), rt.settings.coalesce_seconds)
 
 
 def _take(
