@@ -131,6 +131,14 @@ def targets(results: dict[str, Any]) -> list[Target]:
         ),
         _judge(
             "worker",
+            "a real Celery worker process: events/s from 100-event messages",
+            ">= 5,000",
+            dig(wrk, "worker_rss", "celery_events_per_second"),
+            lambda v: v >= 5000,
+            "Celery's per-message work and the flush dispatches included",
+        ),
+        _judge(
+            "worker",
             "LeadLex calls per 5-edit burst",
             "1.00",
             dig(wrk, "calls_per_burst", "calls_per_burst"),

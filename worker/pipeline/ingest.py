@@ -1,4 +1,5 @@
-"""Ingest: take one ChangeEvent into the sync state (dedupe, order, map, resolve, stage).
+"""Ingest: take ChangeEvents into the sync state (dedupe, order, map, resolve, stage), a
+whole message in a few round trips (`ingest_batch`; `ingest` is its one-event case).
 
 Order: the event's time is first clamped (`clamp_future`: no later than receive time +
 MAX_CLOCK_SKEW_SECONDS); lifecycle events go to worker.pipeline.lifecycle; field values
@@ -32,7 +33,7 @@ log = logging.getLogger("leadlex_sync.worker")
 INBOX_GRACE_SECONDS = 30.0
 
 
-# Events per run: one script call holds Redis for the whole run (~20 µs per event).
+# Events per run: one script call holds Redis for the whole run (~15 µs per event).
 RUN_MAX = 100
 
 # Called with (event, exception) for an event whose ingest failed (not a Redis error): the
@@ -51,16 +52,18 @@ def ingest_batch(
     """Take a batch of events (one ingest message) into the sync state, in order; returns
     each event's outcome. The effect is that of `ingest` called for each event in turn.
 
-    Round trips: the batch is cut into runs of events with values (a lifecycle event is
-    applied on its own between runs; a fingerprint seen earlier in the run starts the next
-    one, so a duplicate inside a batch is found by the ledger like any other). Per run ONE
-    round trip sends every event's prelude (dedupe, lifecycle, link, snapshot merge, in
-    order, so an event sees the merges of those before it), Python maps them, and ONE
-    round trip sends every event's staging step (which marks it seen: the inbox record is
-    forgotten only then) with the run's counters. Resolution, parking and dead letters of
-    the rare event that needs them run in between, as before. A worker dying mid-run
-    leaves merged snapshots without staged values: the redelivered message stages them
-    (ingest is idempotent, see docs/architecture.md, "Ingest in batches").
+    Round trips: the batch is cut into runs of up to RUN_MAX events with values (a
+    lifecycle event is applied on its own between runs; a fingerprint already in the run
+    starts the next one, so a duplicate inside a batch meets the ledger like any other).
+    Per run ONE script call runs every event's prelude (dedupe, lifecycle, link, snapshot
+    merge, in order, so an event sees the merges of those before it), Python maps them,
+    and ONE round trip carries every event's staging step (one script call; it marks the
+    event seen, so the inbox sweep forgets it only then) with the run's other writes
+    (counters, seen marks of ignored events); the flushes of contacts that became due are
+    dispatched together after it. Resolution, parking and dead letters of the rare event
+    that needs them run in between, as before. A worker dying mid-run leaves merged
+    snapshots without staged values: the redelivered message stages them (ingest is
+    idempotent; docs/architecture.md, "Ingest in batches").
 
     `on_error`: an event whose ingest raises (a Redis error always propagates) is handed
     to it and its outcome is "ingest_error"; without it the exception propagates."""
