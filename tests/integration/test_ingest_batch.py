@@ -147,13 +147,15 @@ def _dump(client: redis.Redis) -> dict[str, Any]:
     return out
 
 
+@pytest.mark.parametrize("run_max", [100, 3])
 def test_a_batch_has_the_effect_of_its_events_one_by_one(
-    recorder: Recorder, redis_url: str
+    recorder: Recorder, redis_url: str, run_max: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Duplicates inside a batch, an older value after a newer one, a delete and a restore
     with events around them, an unlinked record, a clamped time, a tie and CDC sequences:
     the batch path leaves the same state, outcomes, counters and dispatches as ingest()
-    called per event."""
+    called per event, however the batch is cut into runs."""
+    monkeypatch.setattr(ingest_module, "RUN_MAX", run_max)
     t = int(time.time() * 1000) - 60_000
     events = _mixed_batch(t)
     one_by_one = [pipeline.ingest(recorder.rt, e) for e in events]
@@ -264,3 +266,17 @@ def test_a_worker_dying_mid_batch_loses_nothing(
         after_crash.pop(key), clean_dump.pop(key)
     assert after_crash == clean_dump
     clean.rt.redis.close()
+
+
+def test_a_batch_runs_after_redis_forgot_the_scripts(recorder: Recorder) -> None:
+    """Redis restarted or flushed its script cache: the batch's script calls fail with
+    NOSCRIPT (running nothing), the scripts are loaded and those calls sent again, once."""
+    t = int(time.time() * 1000) - 60_000
+    client = recorder.rt.redis
+    events = [_hs("1", t, jobtitle="Engineer"), _hs("2", t, jobtitle="Pilot")]
+    assert pipeline.ingest_batch(recorder.rt, events[:1]) == ["staged"]
+    client.script_flush()
+    assert pipeline.ingest_batch(recorder.rt, events) == ["duplicate", "staged"]
+    assert recorder.rt.metrics.value("events_deduped", source="hubspot") == 1
+    assert recorder.rt.metrics.value("fields_staged", source="hubspot") == 2
+    assert {s.field: s.value for s in State(client).read_stage(B)} == {"job_title": "Pilot"}
