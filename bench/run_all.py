@@ -156,7 +156,7 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
             "--seconds",
             str(args.receiver_seconds),
         ],
-        "worker": [py, str(BENCH / "worker.py"), *_redis_arg(args.redis_url)],
+        "worker": [py, str(BENCH / "worker.py"), *_redis_arg(args.redis_url), "--loaded"],
         "budget": [py, str(BENCH / "budget.py"), *_redis_arg(args.redis_url)],
         # LeadLex's real 60 s window (issue 14: >= 0.98), leadlex-sync only: ~3.5 minutes.
         "budget60": [

@@ -34,14 +34,17 @@ def task_envelope(
     queue: str,
     argsrepr: str,
     kwargsrepr: str = "{}",
+    countdown: float | None = None,
 ) -> tuple[str, str]:
-    """(list key, envelope JSON) of one task message for `queue`, as kombu would LPUSH it."""
+    """(list key, envelope JSON) of one task message for `queue`, as kombu would LPUSH it;
+    `countdown` as apply_async's (Celery's own `eta` header)."""
     task_id = str(uuid.uuid4())
     message = app.amqp.as_task_v2(
         task_id,
         task_name,
         args,
         {},
+        countdown=countdown or None,
         argsrepr=argsrepr,
         kwargsrepr=kwargsrepr,
         reply_to=app.thread_oid,

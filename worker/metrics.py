@@ -19,6 +19,7 @@ characters), else they too become `other`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -178,6 +179,13 @@ def _label_key(name: str, labels: dict[str, Any], allowed: tuple[str, ...]) -> s
     return json.dumps([name, *values], separators=(",", ":"))
 
 
+@functools.lru_cache(maxsize=1024)
+def _counter_key(name: str, labels: tuple[tuple[str, Any], ...]) -> str:
+    """A counter's hash field, built once per name and label values (hot paths count the
+    same few series over and over)."""
+    return _label_key(name, dict(labels), COUNTERS[name][1])
+
+
 class Metrics:
     """Increment shared counters and histograms in Redis."""
 
@@ -188,7 +196,10 @@ class Metrics:
         """Add `amount` to counter `name`; on `pipe` when given (no extra round trip)."""
         if amount == 0:
             return
-        key = _label_key(name, labels, COUNTERS[name][1])
+        try:
+            key = _counter_key(name, tuple(labels.items()))
+        except TypeError:  # an unhashable label value: not cached
+            key = _label_key(name, labels, COUNTERS[name][1])
         target = pipe if pipe is not None else self.redis
         try:
             target.hincrby(COUNTERS_KEY, key, amount)

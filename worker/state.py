@@ -63,6 +63,7 @@ before the PATCH.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterable, Mapping
@@ -221,19 +222,31 @@ local function life_of(life_key, gone_key, record)
 end
 """
 
-# The first step of ingest in one round trip: dedupe check, lifecycle, link, and (for
-# events with values) the snapshot merge. KEYS: seen, life, links, snapshot, gone (legacy)
-# ARGV: record field, any-account field, merge (0/1), ts_ms, whole record (0/1), seq (_SEQ
-# text), then field, value-json pairs. Returns {1} when seen, else {0, life entry or
-# false, link or false, snapshot...}. Nothing is merged while the record is erased, or
-# deleted / merged at or after ts. A field takes the event's value when it is newer by
-# (time, seq), or as new and greater (the tie rule); for a whole-record event a value equal
-# to the known one keeps its time.
+# Steps run for a whole batch in one call (`_BATCH`): ARGV[1] is a JSON list of
+# [keys, argv] pairs (strings), each handled by the step's function `step(KEYS, ARGV)` in
+# order, exactly as one call of its own would be (a step sees what the ones before it
+# wrote); the reply is the JSON list of the steps' replies. One script call for a batch
+# instead of one per event: no per-call argument tables, one reply to parse.
+_BATCH = """
+local out = {}
+for i, call in ipairs(cjson.decode(ARGV[1])) do out[i] = step(call[1], call[2]) end
+return cjson.encode(out)
+"""
+
+# The first step of ingest: dedupe check, lifecycle, link, and (for events with values)
+# the snapshot merge, per event (batched by _BATCH). KEYS: seen, life, links, snapshot,
+# gone (legacy). ARGV: record field, any-account field, merge (0/1), ts_ms, whole record
+# (0/1), seq (_SEQ text), then field, value-json pairs. Returns {1} when seen, else {0,
+# life entry or false, link or false, snapshot...}. Nothing is merged while the record is
+# erased, or deleted / merged at or after ts. A field takes the event's value when it is
+# newer by (time, seq), or as new and greater (the tie rule); for a whole-record event a
+# value equal to the known one keeps its time.
 _PRELUDE = (
     _GT
     + _SEQ
     + _LIFE_OF
     + """
+local function step(KEYS, ARGV)
 if redis.call('EXISTS', KEYS[1]) == 1 then return {1} end
 local state, lts, life = life_of(KEYS[2], KEYS[5], ARGV[1])
 local link = redis.call('HGET', KEYS[3], ARGV[1])
@@ -263,11 +276,14 @@ if ARGV[3] == '1' then
   for i = 1, #snap do out[#out + 1] = snap[i] end
 end
 return out
+end
 """
+    + _BATCH
 )
 
 # Stage LeadLex field values for a contact, never older than what was applied or staged;
-# in the same step mark the event seen, unpark it, lease a newly due contact and count.
+# in the same step mark the event seen, unpark it, lease a newly due contact and count
+# (per contact and event; batched by _BATCH).
 # KEYS: stage, applied, due, seen ('' = none), unlinked, counters, lease
 # ARGV: due_at, seen_ttl, fp, lease_ms, staged-counter, stale-counter, coalesced-counter
 #       ('' = not counted), extra stale, then field, value, ts, origin, seq (5 per field).
@@ -285,6 +301,7 @@ _STAGE = (
     _GT
     + _SEQ
     + """
+local function step(KEYS, ARGV)
 local staged, stale, ties = 0, 0, 0
 local ruled = KEYS[4] ~= ''
 for i = 9, #ARGV, 5 do
@@ -337,7 +354,9 @@ if ARGV[5] ~= '' then
 end
 if ties > 0 then redis.call('HINCRBY', KEYS[6], '__TIES__', ties) end
 return {added, staged, stale}
+end
 """.replace("__TIES__", Metrics.field("field_time_ties"))
+    + _BATCH
 )
 
 # Commit a flush's outcome. KEYS: stage, applied, due, intent, notes, attempts, fence, dlq,
@@ -672,6 +691,10 @@ class Life:
         return self.state == "erased" or (self.state != "active" and self.ts_ms >= ts_ms)
 
 
+# A prelude's result: (seen, lifecycle, link, snapshot field -> (value, ts_ms), field -> seq).
+Prelude = tuple[bool, Life | None, str | None, dict[str, tuple[str | None, int]], dict[str, int]]
+
+
 @dataclass(frozen=True, slots=True)
 class Letter:
     """A dead letter to add inside a state step: its stream fields, the counter fields to
@@ -703,6 +726,52 @@ class Staged:
         return cls(field, entry[0], int(entry[1]), entry[2] or {}, raw, seq_at(entry, 3))
 
 
+class Steps:
+    """State steps (Lua scripts and plain commands) sent in ONE round trip, in order.
+
+    Not a transaction: each script is atomic on its own, as when it is called alone, and
+    Redis runs them one after the other in the order given, so a step sees what the steps
+    before it wrote. Scripts go as EVALSHA without redis-py's per-pipeline SCRIPT EXISTS
+    round trip; a script the server does not know (restarted, flushed) is loaded and only
+    the steps that failed with NOSCRIPT (which ran nothing) are sent again, in order."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self.pipe = client.pipeline(transaction=False)  # plain commands go here directly
+        self._scripts: dict[int, tuple[Any, list[Any], list[Any]]] = {}
+
+    def script(self, script: Any, keys: list[Any], args: list[Any]) -> int:
+        """Queue one script call; returns its position in the reply list."""
+        index = len(self.pipe.command_stack)
+        self.pipe.evalsha(script.sha, len(keys), *keys, *args)
+        self._scripts[index] = (script, keys, args)
+        return index
+
+    def __len__(self) -> int:
+        return len(self.pipe.command_stack)
+
+    def execute(self) -> list[Any]:
+        if not len(self):
+            return []
+        replies: list[Any] = self.pipe.execute(raise_on_error=False)
+        missing = [
+            i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
+        ]
+        if missing:
+            for script in {id(self._scripts[i][0]): self._scripts[i][0] for i in missing}.values():
+                script.sha = _s(self.redis.script_load(script.script))
+            again = self.redis.pipeline(transaction=False)
+            for i in missing:
+                script, keys, args = self._scripts[i]
+                again.evalsha(script.sha, len(keys), *keys, *args)
+            for i, reply in zip(missing, again.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+
 class State:
     """All sync state operations; the only module (with ratelimit) that talks to Redis."""
 
@@ -727,8 +796,8 @@ class State:
     def seen(self, fp: str) -> bool:
         return bool(self.redis.exists(seen_key(fp)))
 
-    def mark_seen(self, fp: str, ttl: int) -> None:
-        self.redis.set(seen_key(fp), "1", ex=ttl)
+    def mark_seen(self, fp: str, ttl: int, *, pipe: Any = None) -> None:
+        (pipe if pipe is not None else self.redis).set(seen_key(fp), "1", ex=ttl)
 
     def prelude(
         self,
@@ -758,28 +827,55 @@ class State:
         *,
         whole_record: bool = False,
         seq: int = 0,
-    ) -> tuple[bool, Life | None, str | None, dict[str, tuple[str | None, int]], dict[str, int]]:
+    ) -> Prelude:
         """`prelude` for an event ordered by (ts_ms, seq); also returns each snapshot field's
         sequence (fields without one are absent: 0)."""
+        steps = Steps(self.redis)
+        call = self.prelude_call(fp, record_key, ts_ms, changes, whole_record=whole_record, seq=seq)
+        at = self.preludes_on(steps, [call])
+        return self.prelude_replies(steps.execute()[at])[0]
+
+    def prelude_call(
+        self,
+        fp: str,
+        record_key: str,
+        ts_ms: int,
+        changes: Mapping[str, str | None] | None,
+        *,
+        whole_record: bool = False,
+        seq: int = 0,
+    ) -> list[Any]:
+        """One event's prelude (arguments as for `prelude_seq`), for `preludes_on`."""
         source, _account, object_id = record_key.split(":", 2)
-        argv: list[Any] = [
+        argv: list[str] = [
             record_key,
             link_field(source, "", object_id),
             "1" if changes is not None else "0",
-            ts_ms,
+            str(ts_ms),
             "1" if whole_record else "0",
             seq_text(seq),
         ]
         for name, value in (changes or {}).items():
             argv += [name, json.dumps(value)]
-        keys = [seen_key(fp), LIFE, LINKS, snap_key(record_key), GONE]
-        reply = self._prelude(keys=keys, args=argv)
-        if int(reply[0]) == 1:
-            return True, None, None, {}, {}
-        life = Life.parse(reply[1])
-        link = _s(reply[2]) if reply[2] else None
-        snap, seqs = _snapshot_of((_s(reply[i]), reply[i + 1]) for i in range(3, len(reply), 2))
-        return False, life, link, snap, seqs
+        return [[seen_key(fp), LIFE, LINKS, snap_key(record_key), GONE], argv]
+
+    def preludes_on(self, steps: Steps, calls: list[list[Any]]) -> int:
+        """Queue the preludes of several events on `steps` as ONE script call, run in order
+        (each sees the merges of those before it); returns the reply's position, which
+        `prelude_replies` turns into one `prelude_seq` result per call."""
+        return steps.script(self._prelude, [], [json.dumps(calls, separators=(",", ":"))])
+
+    @staticmethod
+    def prelude_replies(reply: Any) -> list[Prelude]:
+        """Parse the reply of `preludes_on`: (seen, lifecycle, link, snapshot, seqs) each."""
+        out: list[Prelude] = []
+        for one in json.loads(reply):
+            if int(one[0]) == 1:
+                out.append((True, None, None, {}, {}))
+                continue
+            snap, seqs = _snapshot_of((one[i], one[i + 1]) for i in range(3, len(one), 2))
+            out.append((False, Life.parse(one[1]), one[2] or None, snap, seqs))
+        return out
 
     # ---- snapshots ------------------------------------------------------------------------
     def snapshot(self, record_key: str) -> dict[str, tuple[str | None, int]]:
@@ -1031,17 +1127,52 @@ class State:
         `seqs` gives a field's order within its ts_ms (absent: 0).
 
         Returns (newly_due, staged, stale)."""
-        argv: list[Any] = [
+        call = self.stage_call(
+            contact,
+            fields,
+            due_at=due_at,
+            fp=fp,
+            seen_ttl=seen_ttl,
+            unpark=unpark,
+            lease_seconds=lease_seconds,
+            counters=counters,
+            extra_stale=extra_stale,
+            seqs=seqs,
+        )
+        steps = Steps(self.redis)
+        at = self.stages_on(steps, [call])
+        return self.stage_replies(steps.execute()[at])[0]
+
+    def stage_call(
+        self,
+        contact: str,
+        fields: Iterable[tuple[str, str, int, dict[str, Any]]],
+        *,
+        due_at: float,
+        fp: str | None,
+        seen_ttl: int,
+        unpark: tuple[str, str] = ("", ""),
+        lease_seconds: float = 60.0,
+        counters: tuple[str, str, str] = ("", "", ""),
+        extra_stale: int = 0,
+        seqs: Mapping[str, int] | None = None,
+    ) -> list[Any]:
+        """One staging step (arguments as for `stage`), for `stages_on`."""
+        argv: list[str] = [
             f"{due_at:.3f}",
-            seen_ttl,
+            str(seen_ttl),
             fp or "",
-            max(1, int(lease_seconds * 1000)),
+            str(max(1, int(lease_seconds * 1000))),
             *counters,
-            extra_stale,
+            str(extra_stale),
         ]
+        origins: dict[int, str] = {}  # the rows of one event share one origin: encode it once
         for field, value, ts, origin in fields:
             seq = seqs.get(field, 0) if seqs else 0
-            argv += [field, value, ts, json.dumps(origin, separators=(",", ":")), seq_text(seq)]
+            encoded = origins.get(id(origin))
+            if encoded is None:
+                encoded = origins[id(origin)] = json.dumps(origin, separators=(",", ":"))
+            argv += [field, value, str(ts), encoded, seq_text(seq)]
         keys = [
             stage_key(contact),
             applied_key(contact),
@@ -1051,8 +1182,17 @@ class State:
             COUNTERS_KEY,
             lease_key(contact),
         ]
-        added, staged, stale = self._stage(keys=keys, args=argv)
-        return bool(added), int(staged), int(stale)
+        return [keys, argv]
+
+    def stages_on(self, steps: Steps, calls: list[list[Any]]) -> int:
+        """Queue several staging steps on `steps` as ONE script call, run in order; returns
+        the reply's position, which `stage_replies` turns into one `stage` result each."""
+        return steps.script(self._stage, [], [json.dumps(calls, separators=(",", ":"))])
+
+    @staticmethod
+    def stage_replies(reply: Any) -> list[tuple[bool, int, int]]:
+        """Parse the reply of `stages_on`: (newly_due, staged, stale) per step."""
+        return [(bool(a), int(b), int(c)) for a, b, c in json.loads(reply)]
 
     def read_stage(self, contact: str) -> list[Staged]:
         return [
@@ -1255,11 +1395,19 @@ def _snapshot_of(
     snap: dict[str, tuple[str | None, int]] = {}
     seqs: dict[str, int] = {}
     for name, raw in rows:
-        entry = json.loads(raw)
-        snap[name] = (entry[0], int(entry[1]))
-        if seq := seq_at(entry, 2):
+        value, ts, seq = _snapshot_entry(raw)
+        snap[name] = (value, ts)
+        if seq:
             seqs[name] = seq
     return snap, seqs
+
+
+@functools.lru_cache(maxsize=8192)
+def _snapshot_entry(raw: str | bytes) -> tuple[str | None, int, int]:
+    """One stored snapshot entry, parsed once: a record's fields come back with every event
+    of it (one CRM edit is often several events in one batch), mostly unchanged."""
+    entry = json.loads(raw)
+    return entry[0], int(entry[1]), seq_at(entry, 2)
 
 
 def seq_of_time(

@@ -28,6 +28,7 @@ from celery.signals import (
 )
 
 from worker import pipeline, presence
+from worker.broker_wire import task_envelope
 from worker.celery_app import (
     HOUSEKEEPING_TASKS,
     QUEUE_FLUSH,
@@ -44,6 +45,7 @@ from worker.redis_connect import connect
 from worker.settings import Settings, load_settings
 
 log = logging.getLogger("leadlex_sync.worker")
+FLUSH_TASK = "leadlex_sync.flush_contact"
 # One log shape for Celery workers and beat (JSON in production, see worker/logs.py).
 setup_logging.connect(setup_celery_logging, weak=False)
 
@@ -57,6 +59,25 @@ runtime_seam: Callable[[str, str], None] | None = None
 
 def _dispatch_flush(contact: str, countdown: float) -> None:
     flush_contact.apply_async(args=[contact], countdown=countdown or None, queue=QUEUE_FLUSH)
+
+
+def dispatch_flushes(client: redis.Redis, contacts: list[str], countdown: float) -> None:
+    """One flush message per contact, all in ONE round trip: Celery's own message written as
+    kombu's Redis transport stores it (worker.broker_wire, as the receiver does; REDIS_URL is
+    the broker), instead of one apply_async (a publish and a "task-sent" event) each.
+    Flower lists these flushes when a worker receives them."""
+    pipe = client.pipeline(transaction=False)
+    for contact in contacts:
+        key, envelope = task_envelope(
+            app,
+            FLUSH_TASK,
+            [contact],
+            queue=QUEUE_FLUSH,
+            argsrepr=repr([contact]),
+            countdown=countdown,
+        )
+        pipe.lpush(key, envelope)
+    pipe.execute()
 
 
 def _dispatch_ingest(client: redis.Redis, events: list[dict[str, Any]]) -> None:
@@ -82,6 +103,7 @@ def build_runtime(settings: Settings, client: redis.Redis | None = None) -> pipe
             settings.leadlex_base_url, api_key, settings.leadlex_timeout_seconds
         ),
         dispatch_flush=_dispatch_flush,
+        dispatch_flushes=functools.partial(dispatch_flushes, client),
         dispatch_ingest=functools.partial(_dispatch_ingest, client),
         lease_seconds=settings.flush_lease_seconds,
         **extra,
@@ -185,34 +207,53 @@ class _Task(Task):
 def ingest_batch(self: Task, events: list[str | dict[str, Any]]) -> dict[str, int]:
     """Ingest a batch of events (one receiver request): fingerprints of inbox records, or
     (messages queued before the upgrade) ChangeEvent dicts."""
-    rt = runtime()
+    return ingest_message(runtime(), events)
+
+
+def ingest_message(rt: pipeline.Runtime, items: list[str | dict[str, Any]]) -> dict[str, int]:
+    """The ingest task's work (also what bench/worker.py measures): read the message's
+    events from the inbox, ingest them as one batch (`pipeline.ingest_batch`: a few round
+    trips for the whole message), dead-letter an event that cannot be ingested; returns
+    the count of each outcome. Redis errors propagate (the task retries the message)."""
     outcomes: dict[str, int] = {}
-    for data in load_events(rt.redis, events):
+    events: list[ChangeEvent] = []
+    sent: dict[str, dict[str, Any]] = {}  # fingerprint -> the event as it came
+    for data in load_events(rt.redis, items):
         if data is None:  # its inbox record is gone: it was already taken in
-            rt.metrics.incr("events_deduped", source="other")
             outcomes["duplicate"] = outcomes.get("duplicate", 0) + 1
             continue
         try:
-            event = ChangeEvent.from_dict(data)
-            outcome = pipeline.ingest(rt, event)
-        except redis.RedisError:
-            raise
+            events.append(ChangeEvent.from_dict(data))
+            sent[events[-1].fingerprint] = data
         except Exception as exc:
             log.exception("ingest failed; event dead-lettered")
-            rt.dlq.add(
-                "ingest_error",
-                source=str(data.get("source", "")),
-                payload=data,
-                details={"error": type(exc).__name__},
-            )
-            rt.metrics.incr("dead_lettered", reason="ingest_error")
-            rt.state.inbox_done([str(data.get("fingerprint", ""))])  # taken in: dead-lettered
-            outcome = "ingest_error"
+            _dead_letter(rt, data, exc)
+            outcomes["ingest_error"] = outcomes.get("ingest_error", 0) + 1
+    if outcomes.get("duplicate"):
+        rt.metrics.incr("events_deduped", outcomes["duplicate"], source="other")
+
+    def failed(event: ChangeEvent, exc: Exception) -> None:
+        log.error("ingest failed; event dead-lettered", exc_info=exc)
+        _dead_letter(rt, sent.get(event.fingerprint) or event.to_dict(), exc)
+
+    for outcome in pipeline.ingest_batch(rt, events, on_error=failed):
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return outcomes
 
 
-@app.task(name="leadlex_sync.flush_contact", base=_Task, bind=True)
+def _dead_letter(rt: pipeline.Runtime, data: dict[str, Any], exc: Exception) -> None:
+    """An event that cannot be ingested: dead letter `ingest_error`, and it is taken in."""
+    rt.dlq.add(
+        "ingest_error",
+        source=str(data.get("source", "")),
+        payload=data,
+        details={"error": type(exc).__name__},
+    )
+    rt.metrics.incr("dead_lettered", reason="ingest_error")
+    rt.state.inbox_done([str(data.get("fingerprint", ""))])  # taken in: dead-lettered
+
+
+@app.task(name=FLUSH_TASK, base=_Task, bind=True)
 def flush_contact(self: Task, contact: str) -> str:
     """Send one coalesced PATCH for a LeadLex contact (or park it)."""
     return pipeline.flush(runtime(), contact).outcome

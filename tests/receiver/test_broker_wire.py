@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 from celery import Celery
 
 from worker.broker_wire import task_envelope
-from worker.celery_app import QUEUE_INGEST
+from worker.celery_app import QUEUE_FLUSH, QUEUE_INGEST
 from worker.handoff import INGEST_TASK, ingest_message_args
 
 # Differ per message (ids, tags) or per process (origin, reply_to): compared by shape only.
@@ -49,4 +50,38 @@ def test_envelope_matches_what_kombu_stores(redis_url: str, redis_client: redis.
     assert set(built["properties"]) == set(stored["properties"])
     assert built["headers"]["id"] == built["headers"]["root_id"]
     assert built["properties"]["correlation_id"] == built["headers"]["id"]
+    app.close()
+
+
+def test_flush_envelope_with_countdown_matches_apply_async(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """A flush message with a countdown (the worker's batched flush dispatch) equals what
+    apply_async(countdown=...) stores, its `eta` header included (to the clock's tick)."""
+    app = Celery("leadlex_sync_wire_test", broker=redis_url)
+    app.send_task(
+        "leadlex_sync.flush_contact",
+        args=["contact-1"],
+        queue=QUEUE_FLUSH,
+        countdown=30,
+        argsrepr=repr(["contact-1"]),
+        kwargsrepr="{}",
+    )
+    stored = json.loads(redis_client.lpop(QUEUE_FLUSH) or b"{}")
+    key, ours = task_envelope(
+        app,
+        "leadlex_sync.flush_contact",
+        ["contact-1"],
+        queue=QUEUE_FLUSH,
+        argsrepr=repr(["contact-1"]),
+        countdown=30,
+    )
+    built = json.loads(ours)
+    assert key == QUEUE_FLUSH
+    eta_built, eta_stored = (
+        datetime.fromisoformat(e["headers"].pop("eta")) for e in (built, stored)
+    )
+    assert abs((eta_built - eta_stored).total_seconds()) < 5
+    assert eta_built > datetime.now(UTC) + timedelta(seconds=25)
+    assert _normal(built) == _normal(stored)
     app.close()

@@ -38,7 +38,13 @@ itself are injected by the simulator (leadlex_sandbox: late applies, drops, 5xx.
 """
 
 from worker.pipeline.flush import flush
-from worker.pipeline.ingest import INBOX_GRACE_SECONDS, ingest, recover_lost, replay_unlinked
+from worker.pipeline.ingest import (
+    INBOX_GRACE_SECONDS,
+    ingest,
+    ingest_batch,
+    recover_lost,
+    replay_unlinked,
+)
 from worker.pipeline.linking import link_records, replay_parked, retry_unresolved
 from worker.pipeline.pump import probe, pump
 from worker.pipeline.resolve import settle_creates
@@ -50,6 +56,7 @@ __all__ = [
     "Runtime",
     "flush",
     "ingest",
+    "ingest_batch",
     "link_records",
     "probe",
     "pump",

@@ -1,4 +1,5 @@
-"""Ingest: take one ChangeEvent into the sync state (dedupe, order, map, resolve, stage).
+"""Ingest: take ChangeEvents into the sync state (dedupe, order, map, resolve, stage), a
+whole message in a few round trips (`ingest_batch`; `ingest` is its one-event case).
 
 Order: the event's time is first clamped (`clamp_future`: no later than receive time +
 MAX_CLOCK_SKEW_SECONDS); lifecycle events go to worker.pipeline.lifecycle; field values
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
+
+import redis
 
 from worker.events import ChangeEvent, clamp_future
 from worker.mapping import map_record
@@ -22,7 +25,7 @@ from worker.pipeline.lifecycle import LIFECYCLE_KINDS, apply_lifecycle
 from worker.pipeline.linking import replay_parked
 from worker.pipeline.resolve import resolve
 from worker.pipeline.runtime import Runtime
-from worker.state import NOTES_PREFIX, seq_of_time
+from worker.state import NOTES_PREFIX, Prelude, State, Steps, seq_of_time
 
 log = logging.getLogger("leadlex_sync.worker")
 
@@ -30,37 +33,166 @@ log = logging.getLogger("leadlex_sync.worker")
 INBOX_GRACE_SECONDS = 30.0
 
 
+# Events per run: one script call holds Redis for the whole run (~15 µs per event).
+RUN_MAX = 100
+
+# Called with (event, exception) for an event whose ingest failed (not a Redis error): the
+# Celery task dead-letters it and goes on with the batch.
+OnError = Callable[[ChangeEvent, Exception], None]
+
+
 def ingest(rt: Runtime, event: ChangeEvent) -> str:
     """Take one event into the sync state; returns the outcome (for logs and tests)."""
-    st = rt.state
-    event, future_ms = clamp_future(
-        event, int(rt.clock() * 1000), rt.settings.max_clock_skew_seconds * 1000
-    )
-    if event.kind in LIFECYCLE_KINDS:
-        outcome = apply_lifecycle(rt, event)
-        if future_ms and outcome != "duplicate":
+    return ingest_batch(rt, [event])[0]
+
+
+def ingest_batch(
+    rt: Runtime, events: Sequence[ChangeEvent], on_error: OnError | None = None
+) -> list[str]:
+    """Take a batch of events (one ingest message) into the sync state, in order; returns
+    each event's outcome. The effect is that of `ingest` called for each event in turn.
+
+    Round trips: the batch is cut into runs of up to RUN_MAX events with values (a
+    lifecycle event is applied on its own between runs; a fingerprint already in the run
+    starts the next one, so a duplicate inside a batch meets the ledger like any other).
+    Per run ONE script call runs every event's prelude (dedupe, lifecycle, link, snapshot
+    merge, in order, so an event sees the merges of those before it), Python maps them,
+    and ONE round trip carries every event's staging step (one script call; it marks the
+    event seen, so the inbox sweep forgets it only then) with the run's other writes
+    (counters, seen marks of ignored events); the flushes of contacts that became due are
+    dispatched together after it. Resolution, parking and dead letters of the rare event
+    that needs them run in between, as before. A worker dying mid-run leaves merged
+    snapshots without staged values: the redelivered message stages them (ingest is
+    idempotent; docs/architecture.md, "Ingest in batches").
+
+    `on_error`: an event whose ingest raises (a Redis error always propagates) is handed
+    to it and its outcome is "ingest_error"; without it the exception propagates."""
+    now_ms = int(rt.clock() * 1000)
+    skew_ms = rt.settings.max_clock_skew_seconds * 1000
+    outcomes: list[str] = []
+    run: list[tuple[ChangeEvent, int]] = []
+    run_fps: set[str] = set()
+    for original in events:
+        event, future_ms = clamp_future(original, now_ms, skew_ms)
+        lifecycle = event.kind in LIFECYCLE_KINDS
+        if run and (lifecycle or event.fingerprint in run_fps or len(run) == RUN_MAX):
+            outcomes += _ingest_run(rt, run, on_error)
+            run, run_fps = [], set()
+        if not lifecycle:
+            run.append((event, future_ms))
+            run_fps.add(event.fingerprint)
+            continue
+        try:
+            outcome = apply_lifecycle(rt, event)
+        except redis.RedisError:
+            raise
+        except Exception as exc:
+            if on_error is None:
+                raise
+            on_error(event, exc)
+            outcome = "ingest_error"
+        if future_ms and outcome not in ("duplicate", "ingest_error"):
             _report_clamp(rt, event, future_ms)
-        return outcome
-    record = event.record_key
-    with_values = event.kind in ("update", "create") and bool(event.changes)
-    seen, life, link, snapshot, seqs = st.prelude_seq(
-        event.fingerprint,
-        record,
-        event.occurred_at_ms,
-        event.changes if with_values else None,
-        whole_record=event.whole_record,
-        seq=event.seq,
-    )
+        outcomes.append(outcome)
+    if run:
+        outcomes += _ingest_run(rt, run, on_error)
+    return outcomes
+
+
+def _ingest_run(
+    rt: Runtime, run: list[tuple[ChangeEvent, int]], on_error: OnError | None
+) -> list[str]:
+    """Ingest events with distinct fingerprints and no lifecycle event among them."""
+    st = rt.state
+    calls = []
+    for event, _future in run:
+        with_values = event.kind in ("update", "create") and bool(event.changes)
+        calls.append(
+            st.prelude_call(
+                event.fingerprint,
+                event.record_key,
+                event.occurred_at_ms,
+                event.changes if with_values else None,
+                whole_record=event.whole_record,
+                seq=event.seq,
+            )
+        )
+    first = Steps(rt.redis)
+    at = st.preludes_on(first, calls)
+    preludes = State.prelude_replies(first.execute()[at])
+    steps = Steps(rt.redis)  # the run's plain writes (metrics, seen marks) and its staging
+    stages: list[list[Any]] = []
+    staged_at: list[tuple[int, str]] = []  # (outcome index, contact) per staging step
+    outcomes: list[str] = []
+    for (event, future_ms), prelude in zip(run, preludes, strict=True):
+        try:
+            outcome = _take(rt, event, future_ms, prelude, steps.pipe)
+        except redis.RedisError:
+            raise
+        except Exception as exc:
+            if on_error is None:
+                _stage(rt, steps, stages, staged_at, outcomes)  # as one by one: earlier
+                raise  # events stand
+            on_error(event, exc)
+            outcome = "ingest_error"
+        if isinstance(outcome, tuple):
+            contact, call = outcome
+            staged_at.append((len(outcomes), contact))
+            stages.append(call)
+            outcome = ""
+        outcomes.append(outcome)
+    _stage(rt, steps, stages, staged_at, outcomes)
+    return outcomes
+
+
+def _stage(
+    rt: Runtime,
+    steps: Steps,
+    stages: list[list[Any]],
+    staged_at: list[tuple[int, str]],
+    outcomes: list[str],
+) -> None:
+    """Send the run's staging steps (one script call) with its other writes; dispatch the
+    flushes of contacts that became due and fill in the staged events' outcomes."""
+    at = rt.state.stages_on(steps, stages) if stages else -1
+    replies = steps.execute()
+    if at < 0:
+        return
+    due: dict[str, None] = {}
+    for (index, contact), (newly_due, staged, _stale) in zip(
+        staged_at, State.stage_replies(replies[at]), strict=True
+    ):
+        if newly_due:
+            due[contact] = None
+        outcomes[index] = "staged" if staged else "stale"
+    # A dispatch lost here (the worker dies) is not lost work: the staging step leased the
+    # contact, and the pump dispatches a due contact once its lease has expired.
+    rt.dispatch_flush_many(list(due), rt.settings.coalesce_seconds)
+
+
+def _take(
+    rt: Runtime,
+    event: ChangeEvent,
+    future_ms: int,
+    prelude: Prelude,
+    pipe: Any,
+) -> str | tuple[str, list[Any]]:
+    """One event after its prelude: the outcome, or (contact, its staging step) when it is
+    to be staged (the outcome then follows from the step's reply). Plain writes (metrics,
+    seen marks) go on `pipe`, sent with the run's staging."""
+    st = rt.state
+    seen, life, link, snapshot, seqs = prelude
     if seen:
-        rt.metrics.incr("events_deduped", source=event.source)
+        rt.metrics.incr("events_deduped", pipe=pipe, source=event.source)
         return "duplicate"
     if future_ms:
-        _report_clamp(rt, event, future_ms)
+        _report_clamp(rt, event, future_ms, pipe=pipe)
     ttl = rt.settings.dedupe_ttl_seconds
+    record = event.record_key
 
-    if not with_values:
-        st.mark_seen(event.fingerprint, ttl)
-        rt.metrics.incr("events_ignored", source=event.source, kind=event.kind)
+    if event.kind not in ("update", "create") or not event.changes:
+        st.mark_seen(event.fingerprint, ttl, pipe=pipe)
+        rt.metrics.incr("events_ignored", pipe=pipe, source=event.source, kind=event.kind)
         return "ignored"
     if life is not None and life.blocks(event.occurred_at_ms):
         if life.state == "deleted":
@@ -68,10 +200,10 @@ def ingest(rt: Runtime, event: ChangeEvent) -> str:
             if st.park(event.to_dict(), check_link=False) is not None:
                 rt.dispatch_ingest([event.to_dict()])  # restored meanwhile: take it again
                 return "requeued"
-            rt.metrics.incr("events_parked", reason="deleted")
+            rt.metrics.incr("events_parked", pipe=pipe, reason="deleted")
             return "gone"
-        st.mark_seen(event.fingerprint, ttl)  # erased, or merged into another record
-        rt.metrics.incr("events_ignored", source=event.source, kind=event.kind)
+        st.mark_seen(event.fingerprint, ttl, pipe=pipe)  # erased, or merged away
+        rt.metrics.incr("events_ignored", pipe=pipe, source=event.source, kind=event.kind)
         log.info("event of an erased or merged record ignored", extra={"record": record})
         return life.state
 
@@ -99,7 +231,7 @@ def ingest(rt: Runtime, event: ChangeEvent) -> str:
             contact = st.park(event.to_dict(), check_link=True, retry_at=retry_at)
         if contact is None:
             reason = "lookup_pending" if retry_at is not None else "unlinked"
-            rt.metrics.incr("events_parked", reason=reason)
+            rt.metrics.incr("events_parked", pipe=pipe, reason=reason)
             log.info("event parked: no LeadLex link", extra={"record": record, "reason": reason})
             return "unlinked"
 
@@ -117,7 +249,7 @@ def ingest(rt: Runtime, event: ChangeEvent) -> str:
             },
             contact=contact,
         )
-        rt.metrics.incr("dead_lettered", reason=rej.reason)
+        rt.metrics.incr("dead_lettered", pipe=pipe, reason=rej.reason)
 
     origin = {
         "r": record,
@@ -136,11 +268,10 @@ def ingest(rt: Runtime, event: ChangeEvent) -> str:
     if result.notes is not None:
         rows.append((NOTES_PREFIX + record, result.notes.value, result.notes.ts_ms, origin))
 
-    now = rt.clock()
-    newly_due, staged, _stale = st.stage(
+    call = st.stage_call(
         contact,
         rows,
-        due_at=now + rt.settings.coalesce_seconds,
+        due_at=rt.clock() + rt.settings.coalesce_seconds,
         fp=event.fingerprint,
         seen_ttl=ttl,
         unpark=(event.source, event.object_id),
@@ -149,9 +280,7 @@ def ingest(rt: Runtime, event: ChangeEvent) -> str:
         extra_stale=stale,
         seqs=row_seqs(rows, snapshot, seqs, event.occurred_at_ms, event.seq, result.composed),
     )
-    if newly_due:
-        rt.dispatch_flush(contact, rt.settings.coalesce_seconds)
-    return "staged" if staged else "stale"
+    return contact, call
 
 
 def row_seqs(
@@ -196,9 +325,9 @@ def _replay_event(event: ChangeEvent, changes: dict[str, str | None]) -> dict[st
     return data
 
 
-def _report_clamp(rt: Runtime, event: ChangeEvent, future_ms: int) -> None:
+def _report_clamp(rt: Runtime, event: ChangeEvent, future_ms: int, *, pipe: Any = None) -> None:
     """Count and log (once per event: parked and replayed copies carry the clamped time)."""
-    rt.metrics.incr("event_times_clamped", source=event.source)
+    rt.metrics.incr("event_times_clamped", pipe=pipe, source=event.source)
     log.warning(
         "event time from the future clamped to receive time + MAX_CLOCK_SKEW_SECONDS",
         extra={

@@ -48,6 +48,9 @@ class Runtime:
     mapping: MappingConfig
     client_factory: Callable[[], LeadLexClient]
     dispatch_flush: Callable[[str, float], None] = lambda contact, countdown: None
+    # Several flushes with one countdown in one go (an ingest batch's newly due contacts);
+    # None: `dispatch_flush` for each (see `dispatch_flush_many`).
+    dispatch_flushes: Callable[[list[str], float], None] | None = None
     dispatch_ingest: Callable[[list[dict[str, Any]]], None] = lambda events: None
     clock: Callable[[], float] = redis_clock
     lease_seconds: float = 60.0
@@ -82,6 +85,17 @@ class Runtime:
         self.circuit = Circuit(
             self.redis, probe_interval=self.settings.circuit_probe_seconds, clock=test_clock
         )
+
+    def dispatch_flush_many(self, contacts: list[str], countdown: float) -> None:
+        """Dispatch a flush for each of `contacts` (one round trip when the process set
+        `dispatch_flushes`, as the Celery worker does)."""
+        if not contacts:
+            return
+        if self.dispatch_flushes is None:
+            for contact in contacts:
+                self.dispatch_flush(contact, countdown)
+        else:
+            self.dispatch_flushes(contacts, countdown)
 
     @property
     def client(self) -> LeadLexClient:
