@@ -29,9 +29,11 @@ before an upgrade.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -206,6 +208,7 @@ class Enqueuer:
         self.metrics = Metrics(client)
         self.dead_letters = dead_letters or DeadLetters(client)
         self.health = RedisHealth()
+        self._local = threading.local()  # each thread's own client: `_thread_client`
         # `direct_publish`: `client` is the broker's Redis (REDIS_URL serves both), so the
         # message is LPUSHed in the inbox's MULTI (worker.broker_wire): one round trip.
         self.direct_publish = direct_publish
@@ -347,8 +350,9 @@ class Enqueuer:
                    SOURCES_LAST_BATCH, COUNTERS_KEY, *argv)  # fmt: skip
         if self.wait_replicas <= 0:
             try:
-                self.redis.execute_command(*command)
+                self._thread_client().execute_command(*command)
             except redis.RedisError as exc:
+                self._drop_thread_client()
                 self.health.failed()
                 raise EnqueueUnavailable(f"redis (inbox + broker): {type(exc).__name__}") from exc
             self.health.ok()
@@ -363,6 +367,28 @@ class Enqueuer:
             raise EnqueueUnavailable(
                 f"redis: {replicas} of {self.wait_replicas} replicas acknowledged"
             )
+
+    def _thread_client(self) -> redis.Redis:
+        """This thread's client on the receiver's connection pool, holding one connection
+        (`single_connection_client`): a pool checkout per request peeks at the socket (one
+        more system call, and a GIL hand-over among the server's threads). Same timeouts,
+        retry and health checks (they belong to the pool's connections)."""
+        client: redis.Redis | None = getattr(self._local, "client", None)
+        if client is None:
+            client = redis.Redis(
+                connection_pool=self.redis.connection_pool, single_connection_client=True
+            )
+            self._local.client = client
+        return client
+
+    def _drop_thread_client(self) -> None:
+        """After a failure: the next request checks a connection out of the pool afresh
+        (which reconnects, and asks Sentinel for the current master)."""
+        client = getattr(self._local, "client", None)
+        self._local.client = None
+        if client is not None:
+            with contextlib.suppress(redis.RedisError):  # a broken connection: nothing to keep
+                client.close()
 
     def _execute(self, pipe: Any, what: str) -> list[Any]:
         try:
