@@ -12,7 +12,11 @@ raw-socket load generator (`--connections` keep-alive connections, bounded by
 - singles: requests/s (= events/s) of signed one-event HubSpot batches;
 - batches: requests/s and events/s of signed 100-event HubSpot batches;
 - latency: p50/p99 of single-event requests at a fixed rate of half the measured max;
-- ratio: singles requests/s / hello requests/s.
+- ratio: singles requests/s / hello requests/s;
+- cpu_us_per_request: CPU time (user + system) of the gunicorn workers, and of the private
+  redis-server, per request in the hello and singles phases, and cpu_ratio = hello's CPU per
+  request / singles' (the load generator left out). On a shared machine the requests/s (and
+  so `ratio`) swing with other work; CPU per request barely does.
 
 Targets: ratio >= 0.5, >= 5,000 events/s in batches, p99 < 25 ms at half max.
 Traffic goes to 127.0.0.1 only. Redis: a private redis-server this script starts and stops,
@@ -209,6 +213,56 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU seconds of these processes (None without psutil)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def worker_pids(master: int) -> list[int]:
+    """The gunicorn master's worker processes ([] without psutil)."""
+    try:
+        import psutil
+    except ImportError:
+        return []
+    try:
+        return [child.pid for child in psutil.Process(master).children()]
+    except psutil.Error:
+        return []
+
+
+@dataclass
+class CpuMeter:
+    """CPU µs per request of some processes over one load phase."""
+
+    pids: list[int]
+    start: float | None = None
+    used: float | None = None
+
+    def __enter__(self) -> CpuMeter:
+        self.start = cpu_seconds(self.pids)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = cpu_seconds(self.pids)
+        self.used = None if end is None or self.start is None else end - self.start
+
+    def per_request(self, requests: int) -> float | None:
+        if self.used is None or not requests:
+            return None
+        return round(self.used / requests * 1e6, 1)
+
+
 @contextmanager
 def gunicorn(
     target: str, args: argparse.Namespace, env: dict[str, str], port: int
@@ -240,6 +294,7 @@ def gunicorn(
                 raise RuntimeError(f"gunicorn {target} did not start")
             time.sleep(0.1)
         time.sleep(0.5)  # let every worker boot
+        args.worker_pids = worker_pids(process.pid)
         yield port
     finally:
         process.send_signal(signal.SIGTERM)
@@ -270,8 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     from worker.embedded_redis import RedisServer
 
     private = RedisServer(appendonly=False).start() if args.redis_url is None else None
+    args.redis_pids = []
     if private is not None:
         args.redis_url = private.url
+        if private.process is not None:
+            args.redis_pids = [private.process.pid]
     try:
         return _run(args, redis.Redis.from_url(args.redis_url))
     finally:
@@ -308,11 +366,13 @@ def _run(args: argparse.Namespace, client: Any) -> int:
 
         with gunicorn("bench.receiver:hello_app", args, env, port):
             run_load(port, singles_req, connections=args.connections, seconds=1)  # warm-up
-            hello = run_load(port, singles_req, **load)
+            with CpuMeter(args.worker_pids) as hello_cpu:
+                hello = run_load(port, singles_req, **load)
 
         with gunicorn("webhook_app:create_app()", args, env, port):
             run_load(port, singles_req, connections=args.connections, seconds=1)  # warm-up
-            singles = run_load(port, singles_req, **load)
+            with CpuMeter(args.worker_pids) as singles_cpu, CpuMeter(args.redis_pids) as redis_cpu:
+                singles = run_load(port, singles_req, **load)
             client.delete(QUEUE_INGEST)
             batches = run_load(port, batch_req, **load)
             client.delete(QUEUE_INGEST)
@@ -347,6 +407,18 @@ def _run(args: argparse.Namespace, client: Any) -> int:
                 "ratio_singles_to_hello": round(singles.rps / hello.rps, 3) if hello.rps else None,
             }
         )
+        hello_us = hello_cpu.per_request(hello.requests)
+        singles_us = singles_cpu.per_request(singles.requests)
+        redis_us = redis_cpu.per_request(singles.requests) if args.redis_pids else None
+        result["cpu_us_per_request"] = {
+            "hello": {"gunicorn": hello_us},
+            "singles": {"gunicorn": singles_us, "redis": redis_us},
+            "cpu_ratio": (
+                round(hello_us / (singles_us + (redis_us or 0)), 3)
+                if hello_us and singles_us
+                else None
+            ),
+        }
         result["targets_met"] = {
             "ratio>=0.5": (result["ratio_singles_to_hello"] or 0) >= 0.5,
             "batch_events_per_s>=5000": batches.rps * 100 >= 5000,

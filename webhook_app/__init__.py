@@ -18,6 +18,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from webhook_app.errors import register_error_handlers
+from webhook_app.fastpath import WebhookFastPath
 from webhook_app.health import (
     add_readiness_check,
     circuit_check,
@@ -28,7 +29,7 @@ from webhook_app.health import (
 from webhook_app.health import blueprint as health_blueprint
 from webhook_app.intake import EXTENSION, Receiver
 from webhook_app.signatures import whsec_key
-from webhook_app.sources import BLUEPRINTS
+from webhook_app.sources import BLUEPRINTS, SOURCE_MODULES
 from worker.celery_app import app as celery_app
 from worker.deadletter import DeadLetters
 from worker.handoff import Enqueuer
@@ -159,4 +160,6 @@ def _build(
     for blueprint in (*BLUEPRINTS, health_blueprint):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    # The webhook POSTs skip Flask's per-request machinery, with the same answers (issue 14).
+    WebhookFastPath.install(app, SOURCE_MODULES)
     return app

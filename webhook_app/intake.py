@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import redis
 from flask import Request, Response, current_app, jsonify, request
@@ -66,6 +66,14 @@ class Source:
     # The success answer, and the error answer (JSON by default).
     accepted: Callable[[Batch], Response]
     refused: Callable[[ReceiverError], Response] = json_error
+    # The route (`POST path`), for the blueprint and the WSGI fast path (webhook_app.fastpath).
+    path: str = ""
+
+
+class HasSource(Protocol):
+    """A source module: its `Source` as the module-level name SOURCE."""
+
+    SOURCE: Source
 
 
 def parse_json_body(body: bytes) -> Any:
@@ -147,36 +155,58 @@ def _handle(source: Source, receiver: Receiver, req: Request) -> Batch:
 
 
 def receive(source: Source) -> Response:
-    """Run one webhook request through `source`; always answers, never raises."""
+    """Run one webhook request through `source` (a Flask view); always answers, never raises."""
+    return respond(source, current_receiver(), request, source.accepted, source.refused, _status)
+
+
+def _status(response: Response) -> int:
+    return response.status_code
+
+
+Answer = TypeVar("Answer")
+
+
+def respond(
+    source: Source,
+    receiver: Receiver,
+    req: Request,
+    accepted: Callable[[Batch], Answer],
+    refused: Callable[[ReceiverError], Answer],
+    status_of: Callable[[Answer], int],
+) -> Answer:
+    """Run one request through `source` and answer with `accepted` / `refused`; never raises.
+
+    The one request path for both ways in: the Flask views (Flask responses) and the WSGI
+    fast path (webhook_app.fastpath, plain status/headers/body), so they answer alike."""
     started = time.perf_counter()
-    receiver = current_receiver()
     batch: Batch | None = None
     try:
-        batch = _handle(source, receiver, request)
-        response = source.accepted(batch)
+        batch = _handle(source, receiver, req)
+        response = accepted(batch)
         outcome = "accepted"
     except ReceiverError as err:
-        response, outcome = source.refused(err), err.code
+        response, outcome = refused(err), err.code
     except Exception:  # the last line of defence: never a 500, always a retry
         log.exception("%s: unexpected error (answered 503)", source.name)
         internal = unavailable("internal_error", "the receiver could not handle the request; retry")
-        response, outcome = source.refused(internal), internal.code
+        response, outcome = refused(internal), internal.code
     if outcome != "accepted":
         receiver.enqueuer.count_refusal(source.name, outcome)
-    counts = batch.summary() if batch else {"accepted": 0, "dead_lettered": 0, "ignored": 0}
-    latency_ms = round((time.perf_counter() - started) * 1000, 2)
-    log.info(
-        "webhook %s %s %s",
-        source.name,
-        response.status_code,
-        outcome,
-        extra={
-            "source": source.name,
-            "account": batch.account if batch else "",
-            **counts,
-            "latency_ms": latency_ms,
-            "outcome": outcome,
-            "status": response.status_code,
-        },
-    )
+    if log.isEnabledFor(logging.INFO):
+        counts = batch.summary() if batch else {"accepted": 0, "dead_lettered": 0, "ignored": 0}
+        status = status_of(response)
+        log.info(
+            "webhook %s %s %s",
+            source.name,
+            status,
+            outcome,
+            extra={
+                "source": source.name,
+                "account": batch.account if batch else "",
+                **counts,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                "outcome": outcome,
+                "status": status,
+            },
+        )
     return response

@@ -18,6 +18,7 @@ worker receives it); `task_send_sent_event` still applies to every other message
 from __future__ import annotations
 
 import base64
+import os
 import uuid
 from typing import Any
 
@@ -38,7 +39,9 @@ def task_envelope(
 ) -> tuple[str, str]:
     """(list key, envelope JSON) of one task message for `queue`, as kombu would LPUSH it;
     `countdown` as apply_async's (Celery's own `eta` header)."""
-    task_id = str(uuid.uuid4())
+    # Two version-4 UUIDs (task id, delivery tag) from one system call, as uuid4() makes each.
+    ids = os.urandom(32)
+    task_id = str(uuid.UUID(bytes=ids[:16], version=4))
     message = app.amqp.as_task_v2(
         task_id,
         task_name,
@@ -60,7 +63,7 @@ def task_envelope(
         "delivery_info": {"exchange": "", "routing_key": queue},
         "priority": 0,
         "body_encoding": "base64",
-        "delivery_tag": str(uuid.uuid4()),
+        "delivery_tag": str(uuid.UUID(bytes=ids[16:], version=4)),
     }
     envelope = {
         "body": base64.b64encode(raw).decode("ascii"),

@@ -32,7 +32,7 @@ seq) and only an equal pair falls to the value tie rule (worker.state).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 Source = Literal["hubspot", "salesforce", "generic"]
@@ -85,7 +85,11 @@ class ChangeEvent:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serializable form for the Celery message."""
-        data = asdict(self)
+        # Field by field rather than dataclasses.asdict (a deep copy, 4x slower; issue 14):
+        # every field is a plain value but `changes` (a flat dict of str/None, copied) and
+        # `merged_ids` (a tuple, sent as a list).
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["changes"] = dict(self.changes)
         data["merged_ids"] = list(self.merged_ids)
         return data
 

@@ -29,8 +29,11 @@ before an upgrade.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -42,7 +45,7 @@ from worker.batch import Batch
 from worker.broker_wire import task_envelope
 from worker.celery_app import QUEUE_INGEST
 from worker.deadletter import DeadLetters, warn_trimmed
-from worker.metrics import Metrics
+from worker.metrics import COUNTERS_KEY, Metrics
 from worker.state import INBOX, INBOX_AT, inbox_add
 
 log = logging.getLogger("leadlex_sync.receiver")
@@ -54,6 +57,38 @@ SOURCES_LAST_BATCH = "lls:sources:last_batch_at"
 INVALID_EVENT = "invalid_event"
 # After a Redis timeout or connection error, best-effort writes are skipped this long.
 UNHEALTHY_SECONDS = 5.0
+
+
+# The direct-publish round trip as one EVAL (issue 14): the same writes as the MULTI of
+# `_submit_in_one_multi` (inbox records, the broker message, per-source lag, counters),
+# atomic as well, but one command to pack and one reply to parse instead of nine. EVAL,
+# not EVALSHA: Redis caches the compiled script by its body, and a restarted Redis (empty
+# script cache) needs no NOSCRIPT retry.
+# KEYS: inbox, inbox_at, broker queue, sources_newest, sources_last_batch, counters.
+# ARGV: now, n, (fingerprint, event JSON) x n, envelope, source, newest_ms,
+#       (counter field, amount)...
+SUBMIT_SCRIPT = """
+local now = ARGV[1]
+local n = tonumber(ARGV[2])
+local records, stamps = {}, {}
+for i = 0, n - 1 do
+  local ref = ARGV[3 + 2 * i]
+  records[#records + 1] = ref
+  records[#records + 1] = ARGV[4 + 2 * i]
+  stamps[#stamps + 1] = now
+  stamps[#stamps + 1] = ref
+end
+redis.call('HSET', KEYS[1], unpack(records))
+redis.call('ZADD', KEYS[2], 'NX', unpack(stamps))
+local at = 3 + 2 * n
+redis.call('LPUSH', KEYS[3], ARGV[at])
+redis.call('ZADD', KEYS[4], 'GT', ARGV[at + 2], ARGV[at + 1])
+redis.call('ZADD', KEYS[5], 'GT', now, ARGV[at + 1])
+for i = at + 3, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[6], ARGV[i], ARGV[i + 1])
+end
+return n
+"""
 
 
 class EnqueueUnavailable(Exception):
@@ -94,6 +129,12 @@ class RedisHealth:
             self._next_probe = now + self.probe_seconds
             return True
         return False
+
+
+@functools.lru_cache(maxsize=64)
+def _field(name: str, source: str) -> str:
+    """Counter field of `name` for one source label (cached: a handful of sources)."""
+    return Metrics.field(name, source=source)
 
 
 def record_events(
@@ -167,6 +208,7 @@ class Enqueuer:
         self.metrics = Metrics(client)
         self.dead_letters = dead_letters or DeadLetters(client)
         self.health = RedisHealth()
+        self._local = threading.local()  # each thread's own client: `_thread_client`
         # `direct_publish`: `client` is the broker's Redis (REDIS_URL serves both), so the
         # message is LPUSHed in the inbox's MULTI (worker.broker_wire): one round trip.
         self.direct_publish = direct_publish
@@ -198,7 +240,10 @@ class Enqueuer:
         if (events or batch.rejected) and not self.health.may_try():
             raise EnqueueUnavailable("redis: unhealthy (a call timed out or failed just now)")
         if events and self.direct_publish:
-            self._submit_in_one_multi(source, batch, events)
+            if batch.rejected:  # dead letters use their own script: the MULTI holds both
+                self._submit_in_one_multi(source, batch, events)
+            else:
+                self._submit_in_one_script(source, batch, events)
             return
         if events:
             pipe = self.redis.pipeline(transaction=True)
@@ -278,6 +323,73 @@ class Enqueuer:
                 )
         warn_trimmed(sum(int(r) for r in results[: len(batch.rejected)]))
 
+    def _submit_in_one_script(
+        self, source: str, batch: Batch, events: list[dict[str, Any]]
+    ) -> None:
+        """Inbox records, the broker message and the counters in one EVAL (SUBMIT_SCRIPT):
+        all or nothing as in `_submit_in_one_multi`, for a batch without dead letters.
+        With REDIS_WAIT_REPLICAS > 0 the same round trip ends with `WAIT n timeout`."""
+        now = time.time()
+        refs = [str(e["fingerprint"]) for e in events]
+        args = ingest_message_args(refs, source)
+        key, envelope = task_envelope(
+            self.celery,
+            INGEST_TASK,
+            args["args"],
+            queue=args["queue"],
+            argsrepr=args["argsrepr"],
+            kwargsrepr=args["kwargsrepr"],
+        )
+        argv: list[Any] = [now, len(events)]
+        for ref, event in zip(refs, events, strict=True):
+            argv += (ref, json.dumps(event, separators=(",", ":")))
+        argv += (envelope, source, max(e.occurred_at_ms for e in batch.events))
+        for name, amount in self._increments(source, batch):
+            argv += (name, amount)
+        command = ("EVAL", SUBMIT_SCRIPT, 6, INBOX, INBOX_AT, key, SOURCES_NEWEST,
+                   SOURCES_LAST_BATCH, COUNTERS_KEY, *argv)  # fmt: skip
+        if self.wait_replicas <= 0:
+            try:
+                self._thread_client().execute_command(*command)
+            except redis.RedisError as exc:
+                self._drop_thread_client()
+                self.health.failed()
+                raise EnqueueUnavailable(f"redis (inbox + broker): {type(exc).__name__}") from exc
+            self.health.ok()
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.execute_command(*command)
+        pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms)
+        replicas = self._execute(pipe, "inbox + broker + wait")[-1]
+        if not isinstance(replicas, int):
+            raise EnqueueUnavailable("redis: WAIT not answered")
+        if replicas < self.wait_replicas:
+            raise EnqueueUnavailable(
+                f"redis: {replicas} of {self.wait_replicas} replicas acknowledged"
+            )
+
+    def _thread_client(self) -> redis.Redis:
+        """This thread's client on the receiver's connection pool, holding one connection
+        (`single_connection_client`): a pool checkout per request peeks at the socket (one
+        more system call, and a GIL hand-over among the server's threads). Same timeouts,
+        retry and health checks (they belong to the pool's connections)."""
+        client: redis.Redis | None = getattr(self._local, "client", None)
+        if client is None:
+            client = redis.Redis(
+                connection_pool=self.redis.connection_pool, single_connection_client=True
+            )
+            self._local.client = client
+        return client
+
+    def _drop_thread_client(self) -> None:
+        """After a failure: the next request checks a connection out of the pool afresh
+        (which reconnects, and asks Sentinel for the current master)."""
+        client = getattr(self._local, "client", None)
+        self._local.client = None
+        if client is not None:
+            with contextlib.suppress(redis.RedisError):  # a broken connection: nothing to keep
+                client.close()
+
     def _execute(self, pipe: Any, what: str) -> list[Any]:
         try:
             results: list[Any] = pipe.execute()
@@ -292,13 +404,23 @@ class Enqueuer:
             newest = max(e.occurred_at_ms for e in batch.events)
             pipe.zadd(SOURCES_NEWEST, {source: newest}, gt=True)
             pipe.zadd(SOURCES_LAST_BATCH, {source: time.time()}, gt=True)
-        incr = self.metrics.incr
-        incr("webhooks_received", pipe=pipe, source=source)
-        incr("events_enqueued", len(batch.events), pipe=pipe, source=source)
-        incr("events_invalid", len(batch.rejected), pipe=pipe, source=source)
-        incr("dead_lettered", len(batch.rejected), pipe=pipe, reason=INVALID_EVENT)
-        for object_type, count in batch.ignored.items():
-            incr("events_ignored", count, pipe=pipe, source=source, kind=object_type)
+        for name, amount in self._increments(source, batch):
+            pipe.hincrby(COUNTERS_KEY, name, amount)
+
+    @staticmethod
+    def _increments(source: str, batch: Batch) -> list[tuple[str, int]]:
+        """The request's counter increments: (hash field in COUNTERS_KEY, amount > 0)."""
+        out = [
+            (_field("webhooks_received", source), 1),
+            (_field("events_enqueued", source), len(batch.events)),
+            (_field("events_invalid", source), len(batch.rejected)),
+            (Metrics.field("dead_lettered", reason=INVALID_EVENT), len(batch.rejected)),
+        ]
+        out += [
+            (Metrics.field("events_ignored", source=source, kind=object_type), count)
+            for object_type, count in batch.ignored.items()
+        ]
+        return [(name, amount) for name, amount in out if amount]
 
     def count_refusal(self, source: str, code: str) -> None:
         """Best effort: count a refused request (never raises; skipped while Redis is unhealthy)."""

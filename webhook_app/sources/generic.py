@@ -182,12 +182,13 @@ SOURCE = Source(
     authenticate=_authenticate,
     parse=_parse,
     accepted=accepted_json,
+    path="/webhooks/generic",
 )
 
 blueprint = Blueprint("generic", __name__)
 
 
-@blueprint.post("/webhooks/generic")
+@blueprint.post(SOURCE.path)
 def generic_webhook() -> Response:
     """Receive a Standard Webhooks signed change message."""
     return receive(SOURCE)

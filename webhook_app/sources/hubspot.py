@@ -107,12 +107,13 @@ SOURCE = Source(
     authenticate=_authenticate,
     parse=_parse,
     accepted=accepted_json,
+    path="/webhooks/hubspot",
 )
 
 blueprint = Blueprint("hubspot", __name__)
 
 
-@blueprint.post("/webhooks/hubspot")
+@blueprint.post(SOURCE.path)
 def hubspot_webhook() -> Response:
     """Receive a HubSpot Webhooks API batch."""
     return receive(SOURCE)

@@ -293,12 +293,13 @@ SOURCE = Source(
     parse=_parse,
     accepted=ack,
     refused=fault,
+    path="/webhooks/salesforce",
 )
 
 blueprint = Blueprint("salesforce", __name__)
 
 
-@blueprint.post("/webhooks/salesforce")
+@blueprint.post(SOURCE.path)
 def salesforce_webhook() -> Response:
     """Receive a Salesforce outbound message."""
     return receive(SOURCE)
