@@ -744,6 +744,10 @@ def render_markdown(results: dict[str, Any], images: dict[str, str], series_draw
         "database 12 (it refuses a non-empty one), the worker and budget benches database 7 "
         "(they flush it).",
         "",
+        "Benchmarks `make bench` does not run (slow clients, linking calls, the receiver's "
+        "per-part CPU breakdown) are recorded by hand in "
+        "[docs/benchmarks-more.md](benchmarks-more.md).",
+        "",
         "**Compare ratios between runs, not absolute numbers.** Absolute requests/s and events/s "
         "depend on the machine and on whatever else it was doing (the load average at the start "
         "is recorded below; other work running at the same time lowers them); ratios against "

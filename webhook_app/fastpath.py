@@ -6,7 +6,7 @@ salesforce`, `/webhooks/generic`) runs `intake.respond` with a plain request obj
 the receiver from `app.extensions`, with no request or app context, URL matching or
 Response object; every other request (another method, another path, a trailing slash,
 health, metrics) goes to Flask unchanged. That saved ~90 µs of ~400 µs per single-event
-request (docs/benchmarks.md, "Receiver: where the time goes").
+request (docs/benchmarks-more.md, "Receiver: where the time goes").
 
 The answers are the Flask views' answers, byte for byte: the same `respond` (checks, error
 contract, counters, log line); JSON bodies rendered as `jsonify` renders them (the app's
