@@ -18,7 +18,8 @@ raw-socket load generator (`--connections` keep-alive connections, bounded by
   request / singles' (the load generator left out). On a shared machine the requests/s (and
   so `ratio`) swing with other work; CPU per request barely does.
 
-Targets: ratio >= 0.5, >= 5,000 events/s in batches, p99 < 25 ms at half max.
+Targets: ratio >= 0.5, >= 16,000 events/s in batches (issue 14: keep what was reached),
+p99 < 25 ms at half max.
 Traffic goes to 127.0.0.1 only. Redis: a private redis-server this script starts and stops,
 unless --redis-url names one; that database must be empty at the start (the receiver
 enqueues real Celery messages there) and is flushed at the end.
@@ -421,7 +422,7 @@ def _run(args: argparse.Namespace, client: Any) -> int:
         }
         result["targets_met"] = {
             "ratio>=0.5": (result["ratio_singles_to_hello"] or 0) >= 0.5,
-            "batch_events_per_s>=5000": batches.rps * 100 >= 5000,
+            "batch_events_per_s>=16000": batches.rps * 100 >= 16000,
             "p99_at_half_max<25ms": paced.percentile(99) < 25,
         }
     finally:

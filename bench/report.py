@@ -99,9 +99,9 @@ def targets(results: dict[str, Any]) -> list[Target]:
         _judge(
             "receiver",
             "events/s in 100-event batches",
-            ">= 5,000",
+            ">= 16,000",
             dig(rec, "batches", "events_per_s"),
-            lambda v: v >= 5000,
+            lambda v: v >= 16000,
         ),
         _judge(
             "receiver",
