@@ -37,6 +37,7 @@ from typing import Any
 from gunicorn.asgi import protocol as gunicorn_protocol
 from gunicorn.workers import gasgi
 
+from webhook_app.fastpath import WebhookFastPath
 from webhook_app.intake import EXTENSION
 
 DEFAULT_READ_SECONDS = 10.0
@@ -115,8 +116,11 @@ class BufferedWSGI:
         threads: int,
         read_seconds: float = DEFAULT_READ_SECONDS,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        fast: WebhookFastPath | None = None,
     ) -> None:
         self.wsgi_app = wsgi_app
+        # The webhook POSTs' handler on the loop (RECEIVER_ASYNC_HANDOFF), or None.
+        self.fast = fast
         self.threads = max(1, threads)
         self.read_seconds = read_seconds
         self.max_body_bytes = max_body_bytes
@@ -164,10 +168,21 @@ class BufferedWSGI:
                 )
                 return
         environ = _environ(scope, body, chunked)
-        loop = asyncio.get_running_loop()
-        status, headers, chunks = await loop.run_in_executor(self.executor, self._run_wsgi, environ)
+        if self.fast is not None and self.fast.takes_async(scope["method"], scope["path"]):
+            # Verified and parsed here, handed off with one awaited Redis command.
+            status, wsgi_headers, answer = await self.fast.respond_async(environ, self._in_thread)
+            headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in wsgi_headers]
+            chunks = [answer]
+        else:
+            loop = asyncio.get_running_loop()
+            status, headers, chunks = await loop.run_in_executor(
+                self.executor, self._run_wsgi, environ
+            )
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"".join(chunks)})
+
+    async def _in_thread(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
 
     async def _read_body(self, receive: Receive) -> tuple[bytes, bool]:
         """(body, complete): at most max_body_bytes + 1 bytes, complete False on disconnect."""
@@ -329,6 +344,13 @@ class BufferingWorker(gasgi.ASGIWorker):
         # gasgi builds its protocol by this module-level name; this process serves only
         # through this worker class, so pointing it at our subclass is contained.
         gasgi.ASGIProtocol = DeadlineProtocol
+        fast = getattr(wsgi, "wsgi_app", None)
+        if not (isinstance(fast, WebhookFastPath) and fast.async_ready()):
+            fast = None
         self.asgi = BufferedWSGI(
-            wsgi, threads=self.cfg.threads, read_seconds=read_seconds, max_body_bytes=max_body
+            wsgi,
+            threads=self.cfg.threads,
+            read_seconds=read_seconds,
+            max_body_bytes=max_body,
+            fast=fast,
         )
