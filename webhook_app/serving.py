@@ -28,16 +28,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from io import BytesIO
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from gunicorn.asgi import protocol as gunicorn_protocol
 from gunicorn.workers import gasgi
 
-from webhook_app.fastpath import WebhookFastPath
 from webhook_app.intake import EXTENSION
 
 DEFAULT_READ_SECONDS = 10.0
@@ -56,6 +55,20 @@ _PARSER_CODES = {
     431: "headers_too_large",
     501: "not_implemented",
 }
+
+
+@runtime_checkable
+class LoopHandler(Protocol):
+    """Requests answered on the event loop, found as the WSGI app's `wsgi_app` attribute
+    (webhook_app.fastpath.WebhookFastPath: the webhook POSTs, RECEIVER_ASYNC_HANDOFF)."""
+
+    def async_ready(self) -> bool: ...
+
+    def takes_async(self, method: str, path: str) -> bool: ...
+
+    def respond_async(
+        self, environ: dict[str, Any], in_thread: Callable[..., Awaitable[Any]]
+    ) -> Awaitable[tuple[int, list[tuple[str, str]], bytes]]: ...
 
 
 def error_body(status: int, code: str, message: str) -> bytes:
@@ -116,7 +129,7 @@ class BufferedWSGI:
         threads: int,
         read_seconds: float = DEFAULT_READ_SECONDS,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        fast: WebhookFastPath | None = None,
+        fast: LoopHandler | None = None,
     ) -> None:
         self.wsgi_app = wsgi_app
         # The webhook POSTs' handler on the loop (RECEIVER_ASYNC_HANDOFF), or None.
@@ -345,7 +358,7 @@ class BufferingWorker(gasgi.ASGIWorker):
         # through this worker class, so pointing it at our subclass is contained.
         gasgi.ASGIProtocol = DeadlineProtocol
         fast = getattr(wsgi, "wsgi_app", None)
-        if not (isinstance(fast, WebhookFastPath) and fast.async_ready()):
+        if not (isinstance(fast, LoopHandler) and fast.async_ready()):
             fast = None
         self.asgi = BufferedWSGI(
             wsgi,
