@@ -15,6 +15,9 @@ front of the unchanged WSGI app:
   cut at limit + 1 bytes (the app answers 413);
 - only a complete request is handed to the WSGI app, on a pool of `threads` threads per
   worker: the app's Redis and Celery calls stay plain blocking calls;
+- except the webhook POSTs when the app offers a `LoopHandler` (webhook_app.fastpath,
+  RECEIVER_ASYNC_HANDOFF): verified and parsed on the loop, handed to Redis with one
+  awaited command; what it cannot await it runs on the same threads;
 - errors the HTTP parser answers itself (bad chunk size, malformed request line, ...)
   use the receiver's JSON error envelope, without quoting the request.
 

@@ -536,4 +536,5 @@ class AsyncSubmitter:
         health.ok()
 
     async def close(self) -> None:
-        await self.client.aclose()
+        """Close the loop's connections (the pool is ours: redis.asyncio would keep it)."""
+        await self.client.aclose(close_connection_pool=True)

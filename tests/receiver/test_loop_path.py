@@ -7,6 +7,7 @@ that is down is a quick 503."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -17,17 +18,22 @@ from typing import Any
 
 import pytest
 import redis
+from werkzeug.test import EnvironBuilder
 
+from tests.receiver.conftest import close_app
 from tests.receiver.senders import (
     PUBLIC_BASE_URL,
     SALESFORCE_TOKEN,
     dumps,
     hubspot_event,
     ingest_refs,
+    make_settings,
     payload,
 )
 from tests.receiver.test_fastpath import XML, Request, _cases, _generic, _hubspot
 from tests.security.conftest import Web, web_env
+from webhook_app import create_app
+from webhook_app.fastpath import WebhookFastPath
 from worker.embedded_redis import RedisServer, free_port
 from worker.handoff import LOOP_CLIENT_NAME
 from worker.metrics import COUNTERS_KEY
@@ -260,3 +266,57 @@ def test_the_setting_turns_the_loop_path_off(
     assert by_db.get(1, 0) >= 1
     assert by_db.get(2, 0) == 0
     assert _db(redis_server, 2).hlen(INBOX) == 1
+
+
+def _environ_of(request: Request) -> dict[str, Any]:
+    method, path, body, headers = request
+    environ: dict[str, Any] = EnvironBuilder(
+        path=path, method=method, data=body, headers=headers, base_url=PUBLIC_BASE_URL
+    ).get_environ()
+    return environ
+
+
+@pytest.mark.parametrize(
+    ("overrides", "events", "on_the_loop"),
+    [
+        ({}, [hubspot_event(eventId=1)], True),
+        ({}, [hubspot_event(eventId=2), hubspot_event(eventId=3, occurredAt="soon")], False),
+        # No replica here: WAIT counts 0 of 1, a 503.
+        ({"REDIS_WAIT_REPLICAS": "1"}, [hubspot_event(eventId=4)], False),
+        ({"RECEIVER_DIRECT_PUBLISH": "false"}, [hubspot_event(eventId=5)], False),
+    ],
+    ids=["common case", "dead letters", "wait replicas", "kombu publish"],
+)
+def test_only_the_common_hand_off_is_awaited_on_the_loop(
+    redis_url: str, overrides: dict[str, str], events: list[dict[str, Any]], on_the_loop: bool
+) -> None:
+    """respond_async awaits the EVAL itself for a batch without dead letters (direct publish,
+    no WAIT); every other hand-off goes to the Enqueuer on a thread (`in_thread`)."""
+    app = create_app(make_settings(redis_url, **overrides))
+    fast = app.wsgi_app
+    assert isinstance(fast, WebhookFastPath)
+    sent_to_threads: list[str] = []
+
+    async def in_thread(function: Any, *args: Any) -> Any:
+        sent_to_threads.append(function.__name__)
+        return function(*args)
+
+    async def run() -> tuple[int, list[tuple[str, str]], bytes]:
+        try:
+            return await fast.respond_async(_environ_of(_hubspot(dumps(events))), in_thread)
+        finally:
+            if fast._async_submitter is not None:
+                await fast._async_submitter.close()
+
+    try:
+        status, _, body = asyncio.run(run())
+    finally:
+        close_app(app)
+    if overrides.get("REDIS_WAIT_REPLICAS"):
+        assert status == 503
+        assert json.loads(body)["error"]["code"] == "broker_unavailable"
+        assert sent_to_threads == ["submit", "count_refusal"]
+        return
+    assert status == 200, body
+    assert json.loads(body)["accepted"] == 1
+    assert sent_to_threads == ([] if on_the_loop else ["submit"])
