@@ -280,24 +280,39 @@ def worker_pids(master: int) -> list[int]:
 
 @dataclass
 class CpuMeter:
-    """CPU µs per request of some processes over one load phase."""
+    """CPU µs per request of some processes over one load phase, and each one's share."""
 
     pids: list[int]
     start: float | None = None
     used: float | None = None
+    starts: list[float | None] = field(default_factory=list)
+    each: list[float | None] = field(default_factory=list)
 
     def __enter__(self) -> CpuMeter:
+        self.starts = [cpu_seconds([pid]) for pid in self.pids]
         self.start = cpu_seconds(self.pids)
         return self
 
     def __exit__(self, *exc: object) -> None:
         end = cpu_seconds(self.pids)
         self.used = None if end is None or self.start is None else end - self.start
+        ends = [cpu_seconds([pid]) for pid in self.pids]
+        self.each = [
+            None if a is None or b is None else b - a
+            for a, b in zip(self.starts, ends, strict=True)
+        ]
 
     def per_request(self, requests: int) -> float | None:
         if self.used is None or not requests:
             return None
         return round(self.used / requests * 1e6, 1)
+
+    def shares(self) -> list[float] | None:
+        """Each process's share of the phase's CPU: [0.5, 0.5] when two workers split the
+        load, [1.0, 0.0] when one worker accepted every connection (it then caps req/s)."""
+        if not self.used or any(x is None for x in self.each):
+            return None
+        return [round((x or 0.0) / self.used, 2) for x in self.each]
 
 
 @contextmanager
@@ -469,6 +484,12 @@ def _run(args: argparse.Namespace, client: Any) -> int:
                 if hello_us and singles_us
                 else None
             ),
+            # Per gunicorn worker: a phase served by one worker is capped by one core.
+            "worker_shares": {
+                "hello": hello_cpu.shares(),
+                "async_hello": async_hello_cpu.shares(),
+                "singles": singles_cpu.shares(),
+            },
             "cpu_ratio_async_hello": (
                 round(async_hello_us / (singles_us + (redis_us or 0)), 3)
                 if async_hello_us and singles_us

@@ -14,6 +14,11 @@ JSON provider, compact unless debug, a trailing newline, `Content-Type: applicat
 `Content-Length`, then `Retry-After` on a 503); a source with its own answers (Salesforce's
 SOAP) answers with its own Response objects, as under Flask.
 `tests/receiver/test_fastpath.py` compares both ways in for good and bad requests.
+
+Under the shipped BufferingWorker the same requests are answered on the event loop
+(`respond_async`, RECEIVER_ASYNC_HANDOFF): the same `intake.respond_steps`, with the
+common hand-off awaited (worker.handoff.AsyncSubmitter) instead of blocking a thread
+(`tests/receiver/test_loop_path.py`, through gunicorn).
 """
 
 from __future__ import annotations
