@@ -320,3 +320,26 @@ def test_only_the_common_hand_off_is_awaited_on_the_loop(
     assert status == 200, body
     assert json.loads(body)["accepted"] == 1
     assert sent_to_threads == ([] if on_the_loop else ["submit"])
+
+
+def test_a_restarted_redis_is_used_again_at_once(tmp_path: Path) -> None:
+    """The loop's pooled connections die with Redis: after a restart on the same port the
+    next webhook is accepted (a broken connection is retried once, as on the threads) and
+    lands in the new Redis."""
+    server = RedisServer(appendonly=False).start()
+    web = _web(server.url, tmp_path, "restart")
+    try:
+        request = _hubspot(dumps([hubspot_event(eventId=1, objectId=70_001)]))
+        assert _send(web.port, request)[0] == 200
+        server.kill()
+        server.start()
+        started = time.perf_counter()
+        status, _, body = _send(
+            web.port, _hubspot(dumps([hubspot_event(eventId=2, objectId=70_002)])), timeout=5
+        )
+        assert time.perf_counter() - started < 2.0
+        assert status == 200, body
+        assert redis.Redis.from_url(server.url).hlen(INBOX) == 1
+    finally:
+        web.stop()
+        server.cleanup()
