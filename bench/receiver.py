@@ -9,10 +9,13 @@ raw-socket load generator (`--connections` keep-alive connections, bounded by
 `--seconds` per phase), and prints one JSON object:
 
 - hello: requests/s of a bare WSGI "hello" app given the same single-event POST;
+- async_hello: the same answer from a bare handler on BufferingWorker's event loop (no
+  thread hand-off, as the receiver answers webhook POSTs since RECEIVER_ASYNC_HANDOFF);
 - singles: requests/s (= events/s) of signed one-event HubSpot batches;
 - batches: requests/s and events/s of signed 100-event HubSpot batches;
 - latency: p50/p99 of single-event requests at a fixed rate of half the measured max;
-- ratio: singles requests/s / hello requests/s;
+- ratio: singles requests/s / hello requests/s (the issue's definition), and the stricter
+  ratio_singles_to_async_hello: singles requests/s / async_hello requests/s;
 - cpu_us_per_request: CPU time (user + system) of the gunicorn workers, and of the private
   redis-server, per request in the hello and singles phases, and cpu_ratio = hello's CPU per
   request / singles' (the load generator left out). On a shared machine the requests/s (and
@@ -52,6 +55,40 @@ def hello_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     body = b'{"status":"ok"}'
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "15")])
     return [body]
+
+
+class _HelloOnTheLoop:
+    """The async yardstick's handler: every request answered on BufferingWorker's event
+    loop (webhook_app.serving.LoopHandler), with hello_app's answer."""
+
+    def async_ready(self) -> bool:
+        return True
+
+    def takes_async(self, method: str, path: str) -> bool:
+        return True
+
+    async def respond_async(
+        self, environ: dict[str, Any], in_thread: Any
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        return (
+            200,
+            [("Content-Type", "application/json"), ("Content-Length", "15")],
+            b'{"status":"ok"}',
+        )
+
+
+class AsyncHelloApp:
+    """The stricter yardstick: hello_app, but under BufferingWorker answered on the event
+    loop (no thread hand-off), as the receiver now answers webhook POSTs. Under another
+    worker class it is plain hello_app."""
+
+    wsgi_app = _HelloOnTheLoop()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        return hello_app(environ, start_response)
+
+
+async_hello_app = AsyncHelloApp()
 
 
 # ---- requests -------------------------------------------------------------------------------
@@ -244,24 +281,39 @@ def worker_pids(master: int) -> list[int]:
 
 @dataclass
 class CpuMeter:
-    """CPU µs per request of some processes over one load phase."""
+    """CPU µs per request of some processes over one load phase, and each one's share."""
 
     pids: list[int]
     start: float | None = None
     used: float | None = None
+    starts: list[float | None] = field(default_factory=list)
+    each: list[float | None] = field(default_factory=list)
 
     def __enter__(self) -> CpuMeter:
+        self.starts = [cpu_seconds([pid]) for pid in self.pids]
         self.start = cpu_seconds(self.pids)
         return self
 
     def __exit__(self, *exc: object) -> None:
         end = cpu_seconds(self.pids)
         self.used = None if end is None or self.start is None else end - self.start
+        ends = [cpu_seconds([pid]) for pid in self.pids]
+        self.each = [
+            None if a is None or b is None else b - a
+            for a, b in zip(self.starts, ends, strict=True)
+        ]
 
     def per_request(self, requests: int) -> float | None:
         if self.used is None or not requests:
             return None
         return round(self.used / requests * 1e6, 1)
+
+    def shares(self) -> list[float] | None:
+        """Each process's share of the phase's CPU: [0.5, 0.5] when two workers split the
+        load, [1.0, 0.0] when one worker accepted every connection (it then caps req/s)."""
+        if not self.used or any(x is None for x in self.each):
+            return None
+        return [round((x or 0.0) / self.used, 2) for x in self.each]
 
 
 @contextmanager
@@ -370,6 +422,11 @@ def _run(args: argparse.Namespace, client: Any) -> int:
             with CpuMeter(args.worker_pids) as hello_cpu:
                 hello = run_load(port, singles_req, **load)
 
+        with gunicorn("bench.receiver:async_hello_app", args, env, port):
+            run_load(port, singles_req, connections=args.connections, seconds=1)  # warm-up
+            with CpuMeter(args.worker_pids) as async_hello_cpu:
+                async_hello = run_load(port, singles_req, **load)
+
         with gunicorn("webhook_app:create_app()", args, env, port):
             run_load(port, singles_req, connections=args.connections, seconds=1)  # warm-up
             with CpuMeter(args.worker_pids) as singles_cpu, CpuMeter(args.redis_pids) as redis_cpu:
@@ -384,6 +441,10 @@ def _run(args: argparse.Namespace, client: Any) -> int:
         result.update(
             {
                 "hello": {"requests_per_s": round(hello.rps), "statuses": hello.statuses},
+                "async_hello": {
+                    "requests_per_s": round(async_hello.rps),
+                    "statuses": async_hello.statuses,
+                },
                 "singles": {
                     "requests_per_s": round(singles.rps),
                     "events_per_s": round(singles.rps),
@@ -406,17 +467,33 @@ def _run(args: argparse.Namespace, client: Any) -> int:
                     "statuses": paced.statuses,
                 },
                 "ratio_singles_to_hello": round(singles.rps / hello.rps, 3) if hello.rps else None,
+                "ratio_singles_to_async_hello": (
+                    round(singles.rps / async_hello.rps, 3) if async_hello.rps else None
+                ),
             }
         )
         hello_us = hello_cpu.per_request(hello.requests)
+        async_hello_us = async_hello_cpu.per_request(async_hello.requests)
         singles_us = singles_cpu.per_request(singles.requests)
         redis_us = redis_cpu.per_request(singles.requests) if args.redis_pids else None
         result["cpu_us_per_request"] = {
             "hello": {"gunicorn": hello_us},
+            "async_hello": {"gunicorn": async_hello_us},
             "singles": {"gunicorn": singles_us, "redis": redis_us},
             "cpu_ratio": (
                 round(hello_us / (singles_us + (redis_us or 0)), 3)
                 if hello_us and singles_us
+                else None
+            ),
+            # Per gunicorn worker: a phase served by one worker is capped by one core.
+            "worker_shares": {
+                "hello": hello_cpu.shares(),
+                "async_hello": async_hello_cpu.shares(),
+                "singles": singles_cpu.shares(),
+            },
+            "cpu_ratio_async_hello": (
+                round(async_hello_us / (singles_us + (redis_us or 0)), 3)
+                if async_hello_us and singles_us
                 else None
             ),
         }

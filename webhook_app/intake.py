@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -132,7 +132,7 @@ def _read_terminated(stream: Any, limit: int) -> bytes:
             )
 
 
-def _handle(source: Source, receiver: Receiver, req: Request) -> Batch:
+def _check_and_parse(source: Source, receiver: Receiver, req: Request) -> Batch:
     source.configured(receiver.settings)
     if req.mimetype not in source.media_types:
         raise ReceiverError(
@@ -143,15 +143,7 @@ def _handle(source: Source, receiver: Receiver, req: Request) -> Batch:
     body = _read_body(receiver, req)
     source.authenticate(receiver, req, body)
     received_ms = int(receiver.clock() * 1000)
-    batch = source.parse(receiver, req, body, received_ms)
-    try:
-        receiver.enqueuer.submit(source.name, batch)
-    except EnqueueUnavailable as exc:
-        log.warning("%s: cannot enqueue (%s); answering 503", source.name, exc)
-        raise unavailable(
-            "broker_unavailable", "the events could not be queued; retry later"
-        ) from None
-    return batch
+    return source.parse(receiver, req, body, received_ms)
 
 
 def receive(source: Source) -> Response:
@@ -165,23 +157,39 @@ def _status(response: Response) -> int:
 
 Answer = TypeVar("Answer")
 
+# The Redis work a request asks of its driver: `(SUBMIT, source name, batch)` (the
+# Enqueuer's `submit`; EnqueueUnavailable is thrown back in) and `(COUNT_REFUSAL, source
+# name, outcome)` (`count_refusal`, best effort).
+SUBMIT = "submit"
+COUNT_REFUSAL = "count_refusal"
+Step = tuple[str, str, Any]
 
-def respond(
+
+def respond_steps(
     source: Source,
     receiver: Receiver,
     req: Request,
     accepted: Callable[[Batch], Answer],
     refused: Callable[[ReceiverError], Answer],
     status_of: Callable[[Answer], int],
-) -> Answer:
-    """Run one request through `source` and answer with `accepted` / `refused`; never raises.
+) -> Generator[Step, None, Answer]:
+    """One request through `source`: checks, parsing, answer, counters and the log line,
+    with the Redis work yielded as steps for the caller to run; returns the answer.
 
-    The one request path for both ways in: the Flask views (Flask responses) and the WSGI
-    fast path (webhook_app.fastpath, plain status/headers/body), so they answer alike."""
+    The one request path for every way in: `respond` runs the steps as blocking calls
+    (the Flask views, the WSGI fast path), webhook_app.fastpath's `respond_async` awaits
+    them on the event loop; so all answer alike. Never raises."""
     started = time.perf_counter()
     batch: Batch | None = None
     try:
-        batch = _handle(source, receiver, req)
+        batch = _check_and_parse(source, receiver, req)
+        try:
+            yield (SUBMIT, source.name, batch)
+        except EnqueueUnavailable as exc:
+            log.warning("%s: cannot enqueue (%s); answering 503", source.name, exc)
+            raise unavailable(
+                "broker_unavailable", "the events could not be queued; retry later"
+            ) from None
         response = accepted(batch)
         outcome = "accepted"
     except ReceiverError as err:
@@ -191,7 +199,7 @@ def respond(
         internal = unavailable("internal_error", "the receiver could not handle the request; retry")
         response, outcome = refused(internal), internal.code
     if outcome != "accepted":
-        receiver.enqueuer.count_refusal(source.name, outcome)
+        yield (COUNT_REFUSAL, source.name, outcome)
     if log.isEnabledFor(logging.INFO):
         counts = batch.summary() if batch else {"accepted": 0, "dead_lettered": 0, "ignored": 0}
         status = status_of(response)
@@ -210,3 +218,34 @@ def respond(
             },
         )
     return response
+
+
+def respond(
+    source: Source,
+    receiver: Receiver,
+    req: Request,
+    accepted: Callable[[Batch], Answer],
+    refused: Callable[[ReceiverError], Answer],
+    status_of: Callable[[Answer], int],
+) -> Answer:
+    """Run one request through `source` and answer with `accepted` / `refused`; never raises.
+
+    `respond_steps` with its Redis steps run as blocking calls of the receiver's Enqueuer
+    (the Flask views with Flask responses, the WSGI fast path with status/headers/body)."""
+    steps = respond_steps(source, receiver, req, accepted, refused, status_of)
+    enqueuer = receiver.enqueuer
+    error: Exception | None = None
+    while True:
+        try:
+            action, name, value = steps.send(None) if error is None else steps.throw(error)
+        except StopIteration as stop:
+            answer: Answer = stop.value
+            return answer
+        error = None
+        try:
+            if action == SUBMIT:
+                enqueuer.submit(name, value)
+            else:
+                enqueuer.count_refusal(name, value)
+        except Exception as exc:  # noqa: BLE001 - handed back to the steps, which answer
+            error = exc

@@ -15,6 +15,9 @@ front of the unchanged WSGI app:
   cut at limit + 1 bytes (the app answers 413);
 - only a complete request is handed to the WSGI app, on a pool of `threads` threads per
   worker: the app's Redis and Celery calls stay plain blocking calls;
+- except the webhook POSTs when the app offers a `LoopHandler` (webhook_app.fastpath,
+  RECEIVER_ASYNC_HANDOFF): verified and parsed on the loop, handed to Redis with one
+  awaited command; what it cannot await it runs on the same threads;
 - errors the HTTP parser answers itself (bad chunk size, malformed request line, ...)
   use the receiver's JSON error envelope, without quoting the request.
 
@@ -28,11 +31,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from io import BytesIO
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from gunicorn.asgi import protocol as gunicorn_protocol
 from gunicorn.workers import gasgi
@@ -55,6 +58,20 @@ _PARSER_CODES = {
     431: "headers_too_large",
     501: "not_implemented",
 }
+
+
+@runtime_checkable
+class LoopHandler(Protocol):
+    """Requests answered on the event loop, found as the WSGI app's `wsgi_app` attribute
+    (webhook_app.fastpath.WebhookFastPath: the webhook POSTs, RECEIVER_ASYNC_HANDOFF)."""
+
+    def async_ready(self) -> bool: ...
+
+    def takes_async(self, method: str, path: str) -> bool: ...
+
+    def respond_async(
+        self, environ: dict[str, Any], in_thread: Callable[..., Awaitable[Any]]
+    ) -> Awaitable[tuple[int, list[tuple[str, str]], bytes]]: ...
 
 
 def error_body(status: int, code: str, message: str) -> bytes:
@@ -115,8 +132,11 @@ class BufferedWSGI:
         threads: int,
         read_seconds: float = DEFAULT_READ_SECONDS,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        fast: LoopHandler | None = None,
     ) -> None:
         self.wsgi_app = wsgi_app
+        # The webhook POSTs' handler on the loop (RECEIVER_ASYNC_HANDOFF), or None.
+        self.fast = fast
         self.threads = max(1, threads)
         self.read_seconds = read_seconds
         self.max_body_bytes = max_body_bytes
@@ -164,10 +184,21 @@ class BufferedWSGI:
                 )
                 return
         environ = _environ(scope, body, chunked)
-        loop = asyncio.get_running_loop()
-        status, headers, chunks = await loop.run_in_executor(self.executor, self._run_wsgi, environ)
+        if self.fast is not None and self.fast.takes_async(scope["method"], scope["path"]):
+            # Verified and parsed here, handed off with one awaited Redis command.
+            status, wsgi_headers, answer = await self.fast.respond_async(environ, self._in_thread)
+            headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in wsgi_headers]
+            chunks = [answer]
+        else:
+            loop = asyncio.get_running_loop()
+            status, headers, chunks = await loop.run_in_executor(
+                self.executor, self._run_wsgi, environ
+            )
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"".join(chunks)})
+
+    async def _in_thread(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
 
     async def _read_body(self, receive: Receive) -> tuple[bytes, bool]:
         """(body, complete): at most max_body_bytes + 1 bytes, complete False on disconnect."""
@@ -329,6 +360,13 @@ class BufferingWorker(gasgi.ASGIWorker):
         # gasgi builds its protocol by this module-level name; this process serves only
         # through this worker class, so pointing it at our subclass is contained.
         gasgi.ASGIProtocol = DeadlineProtocol
+        fast = getattr(wsgi, "wsgi_app", None)
+        if not (isinstance(fast, LoopHandler) and fast.async_ready()):
+            fast = None
         self.asgi = BufferedWSGI(
-            wsgi, threads=self.cfg.threads, read_seconds=read_seconds, max_body_bytes=max_body
+            wsgi,
+            threads=self.cfg.threads,
+            read_seconds=read_seconds,
+            max_body_bytes=max_body,
+            fast=fast,
         )

@@ -29,6 +29,7 @@ before an upgrade.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -183,6 +184,33 @@ def load_events(client: redis.Redis, items: list[Any]) -> list[dict[str, Any] | 
     return out
 
 
+def submit_command(
+    celery_app: Celery, source: str, batch: Batch, events: list[dict[str, Any]], now: float
+) -> tuple[Any, ...]:
+    """The one `EVAL SUBMIT_SCRIPT` of a batch with events and no dead letters, as a Redis
+    command (script, keys, args): a pure function, so the thread path (`Enqueuer`) and the
+    event-loop path (`AsyncSubmitter`) send the very same writes. `events` are
+    `batch.events` as dicts."""
+    refs = [str(e["fingerprint"]) for e in events]
+    args = ingest_message_args(refs, source)
+    key, envelope = task_envelope(
+        celery_app,
+        INGEST_TASK,
+        args["args"],
+        queue=args["queue"],
+        argsrepr=args["argsrepr"],
+        kwargsrepr=args["kwargsrepr"],
+    )
+    argv: list[Any] = [now, len(events)]
+    for ref, event in zip(refs, events, strict=True):
+        argv += (ref, json.dumps(event, separators=(",", ":")))
+    argv += (envelope, source, max(e.occurred_at_ms for e in batch.events))
+    for name, amount in Enqueuer._increments(source, batch):
+        argv += (name, amount)
+    return ("EVAL", SUBMIT_SCRIPT, 6, INBOX, INBOX_AT, key, SOURCES_NEWEST,
+            SOURCES_LAST_BATCH, COUNTERS_KEY, *argv)  # fmt: skip
+
+
 class Enqueuer:
     """Records a request's events, sends one reference message, records its dead letters.
 
@@ -329,25 +357,7 @@ class Enqueuer:
         """Inbox records, the broker message and the counters in one EVAL (SUBMIT_SCRIPT):
         all or nothing as in `_submit_in_one_multi`, for a batch without dead letters.
         With REDIS_WAIT_REPLICAS > 0 the same round trip ends with `WAIT n timeout`."""
-        now = time.time()
-        refs = [str(e["fingerprint"]) for e in events]
-        args = ingest_message_args(refs, source)
-        key, envelope = task_envelope(
-            self.celery,
-            INGEST_TASK,
-            args["args"],
-            queue=args["queue"],
-            argsrepr=args["argsrepr"],
-            kwargsrepr=args["kwargsrepr"],
-        )
-        argv: list[Any] = [now, len(events)]
-        for ref, event in zip(refs, events, strict=True):
-            argv += (ref, json.dumps(event, separators=(",", ":")))
-        argv += (envelope, source, max(e.occurred_at_ms for e in batch.events))
-        for name, amount in self._increments(source, batch):
-            argv += (name, amount)
-        command = ("EVAL", SUBMIT_SCRIPT, 6, INBOX, INBOX_AT, key, SOURCES_NEWEST,
-                   SOURCES_LAST_BATCH, COUNTERS_KEY, *argv)  # fmt: skip
+        command = submit_command(self.celery, source, batch, events, time.time())
         if self.wait_replicas <= 0:
             try:
                 self._thread_client().execute_command(*command)
@@ -433,3 +443,98 @@ class Enqueuer:
             pipe.execute()
         except redis.RedisError:  # best effort; the caller logs the refusal
             self.health.failed()
+
+
+def _async_connection_class(client: redis.Redis) -> type[Any] | None:
+    """redis.asyncio's twin of `client`'s connection class, or None when there is none we
+    trust to behave the same (Sentinel-managed, TLS, a custom class)."""
+    import redis.asyncio.connection as aconnection
+
+    twins: dict[type[Any], type[Any]] = {
+        redis.connection.Connection: aconnection.Connection,
+        redis.connection.UnixDomainSocketConnection: aconnection.UnixDomainSocketConnection,
+    }
+    return twins.get(client.connection_pool.connection_class)
+
+
+# Connection settings carried over from the blocking client (everything else: defaults).
+_CARRIED = ("host", "port", "path", "db", "username", "password")
+# The loop's connections, as `CLIENT LIST` shows them.
+LOOP_CLIENT_NAME = "leadlex-sync-receiver-loop"
+
+
+class AsyncSubmitter:
+    """The common hand-off awaited on an event loop (issue 14): a batch with events and no
+    dead letters, with direct publish and no REDIS_WAIT_REPLICAS, goes to Redis as the
+    Enqueuer's own EVAL (`submit_command`), over redis.asyncio (hiredis) instead of a
+    blocking socket, bounded by RECEIVER_REDIS_TIMEOUT_SECONDS (asyncio timeout around the
+    whole call, connecting included) and sharing the Enqueuer's RedisHealth. Every other
+    batch is not `fits` and goes to the Enqueuer on a thread.
+
+    Build it in the process and on the loop that uses it (its connections belong to that
+    loop); `available(enqueuer)` says whether the Enqueuer's Redis can be reached this way
+    (a plain redis:// or unix:// connection, no credential provider)."""
+
+    def __init__(self, enqueuer: Enqueuer, timeout: float, max_connections: int = 64) -> None:
+        import redis.asyncio
+        from redis.asyncio.retry import Retry as AsyncRetry
+        from redis.backoff import NoBackoff
+
+        connection_class = _async_connection_class(enqueuer.redis)
+        if connection_class is None or not self.available(enqueuer):
+            raise ValueError("the receiver's Redis connection has no asyncio twin")
+        kwargs = enqueuer.redis.connection_pool.connection_kwargs
+        carried = {k: kwargs[k] for k in _CARRIED if kwargs.get(k) is not None}
+        self.enqueuer = enqueuer
+        self.timeout = timeout
+        pool = redis.asyncio.BlockingConnectionPool(
+            max_connections=max_connections,
+            timeout=timeout,
+            connection_class=connection_class,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            # As the blocking client: a broken connection is retried once at once, a
+            # timeout never (a hung Redis would only hang again).
+            retry=AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+            health_check_interval=30,
+            client_name=LOOP_CLIENT_NAME,
+            **carried,
+        )
+        self.client = redis.asyncio.Redis(connection_pool=pool)
+
+    @staticmethod
+    def available(enqueuer: Enqueuer) -> bool:
+        kwargs = enqueuer.redis.connection_pool.connection_kwargs
+        return (
+            _async_connection_class(enqueuer.redis) is not None
+            and kwargs.get("credential_provider") is None
+        )
+
+    def fits(self, batch: Batch) -> bool:
+        """True when `submit` takes this batch (else: `Enqueuer.submit` on a thread)."""
+        enqueuer = self.enqueuer
+        return (
+            bool(batch.events)
+            and not batch.rejected
+            and enqueuer.direct_publish
+            and enqueuer.wait_replicas <= 0
+        )
+
+    async def submit(self, source: str, batch: Batch) -> None:
+        """As `Enqueuer.submit` for a batch that `fits`; raises EnqueueUnavailable."""
+        health = self.enqueuer.health
+        if not health.may_try():
+            raise EnqueueUnavailable("redis: unhealthy (a call timed out or failed just now)")
+        events = [e.to_dict() for e in batch.events]
+        command = submit_command(self.enqueuer.celery, source, batch, events, time.time())
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.client.execute_command(*command)
+        except (redis.RedisError, TimeoutError, OSError) as exc:
+            health.failed()
+            raise EnqueueUnavailable(f"redis (inbox + broker): {type(exc).__name__}") from exc
+        health.ok()
+
+    async def close(self) -> None:
+        """Close the loop's connections (the pool is ours: redis.asyncio would keep it)."""
+        await self.client.aclose(close_connection_pool=True)
