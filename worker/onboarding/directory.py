@@ -140,8 +140,9 @@ def _created(contact: LeadLexContact) -> datetime | None:
 def split_window(window: Window, created: Iterable[datetime]) -> list[Window]:
     """Two overlapping windows covering `window` (whose export came back full), split at the
     median of the `created` times it returned (rows in any order), or, when they came oldest
-    (newest) first, just before the newest (after the oldest) row: the part holding the rows
-    read then holds fewer than the limit. At the window's middle when that point is within
+    (newest) first, 2 x OVERLAP before the newest (after the oldest) row read: the part
+    holding the rows read then holds fewer than the limit. At the window's middle when that
+    point is within
     2 x OVERLAP of an edge; ExportIncomplete when the window is too narrow to split. The
     split point only changes how many calls the export takes, never what it reads."""
     lo, hi = window
@@ -151,9 +152,9 @@ def split_window(window: Window, created: Iterable[datetime]) -> list[Window]:
         raise ExportIncomplete("a full export window has no created_at to split it by")
     middle = times[len(times) // 2]
     if len(times) > 2 and given == times:
-        middle = times[-2]
+        middle = times[-1] - 2 * OVERLAP  # the half below holds only rows read, minus the last
     elif len(times) > 2 and given == times[::-1]:
-        middle = times[1]
+        middle = times[0] + 2 * OVERLAP
 
     def inside(moment: datetime) -> bool:
         return (lo is None or moment > lo + 2 * OVERLAP) and (

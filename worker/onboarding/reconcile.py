@@ -14,7 +14,7 @@ The daily task (`run_daily`) reads LeadLex by the export; when the export is ref
 the paged list only if the whole list costs at most `LIST_SHARE` of the plan's daily calls
 (its first page, one call, tells the cost); otherwise, or when LeadLex cannot be read, it
 skips: the reason is kept in `lls:drift:skipped` (`reason`, `at`), shown by `status`, and
-counted (`leadlex_sync_reconcile_skipped_total`).
+counted (`leadlex_sync_reconcile_skipped`).
 
 `repair` stages the CRM values of drifted fields through the normal path: the fields'
 applied values are forgotten (so the flush's no-op check cannot drop them), the values
