@@ -1,6 +1,9 @@
 """`leadlex-sync backfill CRM_EXPORT.csv --source hubspot|salesforce`: send the CRM's current
 values of linked records that differ from LeadLex, after live changes, within a budget share.
 
+LeadLex is read as `links match` reads it (`cli.onboarding.fetch_directory`: the export, by
+created_at windows beyond 50,000 contacts; the paged list, after its cost, when refused).
+
 The plan (records that differ, fields, calls, days at this plan) is printed before anything
 is queued; the queue lives in Redis and the workers' pump releases it
 (`worker/onboarding/backfill.py`), so closing this command, or killing it, stops nothing and
@@ -49,6 +52,11 @@ def _when(epoch: float) -> str:
     "Live changes after it always win.",
 )
 @click.option("--yes", is_flag=True, help="Queue without asking.")
+@click.option(
+    "--allow-list",
+    is_flag=True,
+    help="If LeadLex's export is refused, use the paged list without asking (cost printed).",
+)
 @click.option("--wait", "wait", is_flag=True, help="Show progress with ETA until done.")
 def backfill_cmd(
     export: Path | None,
@@ -59,14 +67,14 @@ def backfill_cmd(
     notes: bool,
     as_of: str | None,
     yes: bool,
+    allow_list: bool,
     wait: bool,
 ) -> None:
     """Plan and queue a backfill from a CRM export (without EXPORT: show progress)."""
-    from worker.leadlex import LeadLexError
+    from cli.onboarding import fetch_directory
     from worker.onboarding import backfill
     from worker.onboarding.backfill_plan import days_needed, per_day, plan_backfill
     from worker.onboarding.crm_export import ExportFormatError, InvalidRow, read_export
-    from worker.onboarding.directory import BudgetExhaustedError, ExportRefused, export_contacts
 
     settings = settings_or_exit(require_leadlex=True)
     share = budget_share or settings.backfill_budget_share
@@ -105,11 +113,9 @@ def backfill_cmd(
         for src, acct, object_id, contact in rt.state.iter_links()
         if src == source and (not acct or not account or acct == account)
     }
-    try:
-        contacts = {c.id: c for c in export_contacts(rt)}
-    except (ExportRefused, BudgetExhaustedError, LeadLexError) as err:
-        fail(f"backfill compares with one LeadLex export: {err}; try again later")
-        return
+    directory, calls, via = fetch_directory(rt, allow_list=allow_list)
+    contacts = {c.id: c for c in directory}
+    click.echo(f"LeadLex contacts: {len(contacts)} via {via}, {calls} LeadLex call(s)")
     plan = plan_backfill(
         rows,
         source=source,

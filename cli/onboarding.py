@@ -1,10 +1,11 @@
 """`leadlex-sync links match CRM_EXPORT.csv --source hubspot|salesforce [--apply]`.
 
-Reads a CRM export, fetches LeadLex's contacts with one export call (or, when the export
-is refused, the paged list after showing its cost), matches (worker/onboarding/matching.py)
-and prints a table. Dry run by default; writes `<export>.ambiguous.csv`,
-`<export>.unmatched.csv` and `<export>.links.csv` (the matched rows in `links import`
-form, to review). `--apply` stores the matched links through
+Reads a CRM export, fetches LeadLex's contacts with one export call (a few, by created_at
+windows, beyond 50,000 contacts; or, when the export is refused, the paged list after
+showing its cost: `fetch_directory`, shared with `backfill` and `reconcile`), matches
+(worker/onboarding/matching.py) and prints a table. Dry run by default; writes
+`<export>.ambiguous.csv`, `<export>.unmatched.csv` and `<export>.links.csv` (the matched
+rows in `links import` form, to review). `--apply` stores the matched links through
 `worker.pipeline.link_records`, which replays the records' parked events.
 """
 
@@ -50,6 +51,53 @@ def _write_csv(path: Path, header: list[str], rows: Iterable[list[str]]) -> int:
     return n
 
 
+def fetch_directory(rt: Any, *, allow_list: bool) -> tuple[list[Any], int, str]:
+    """LeadLex's whole directory for an onboarding command: (contacts, calls, "export" or
+    "list"). The export first (one call below 50,000 contacts, a few more by created_at
+    windows above); when it is refused, the paged list, after showing its cost and asking
+    (unless `allow_list`). Fails the command with one clear line when neither can be had."""
+    from worker.leadlex import LeadLexError
+    from worker.onboarding import directory
+
+    settings = rt.settings
+    try:
+        exported = directory.export_contacts(rt)
+    except directory.ExportRefused as refused:
+        calls = refused.calls
+        click.echo(f"LeadLex {refused.reason}", err=True)
+        walk = directory.ListWalk(rt)
+        try:
+            pages = walk.first()
+        except (LeadLexError, directory.BudgetExhaustedError) as err:
+            fail(f"the paged list failed too: {err}")
+            raise
+        calls += 1
+        click.echo(
+            f"the paged list costs {pages} LeadLex calls for {walk.total} contacts "
+            f"(1 spent, {pages - 1} to go) out of {settings.daily_limit} a day"
+        )
+        if pages > 1 and not allow_list and not click.confirm("fetch the list?", default=False):
+            fail("stopped before the paged list; try the export again later", 1)
+        with click.progressbar(length=pages, label="list pages", file=sys.stderr) as bar:
+            bar.update(1)
+            try:
+                for _page in walk.rest():
+                    calls += 1
+                    bar.update(1)
+            except (LeadLexError, directory.BudgetExhaustedError) as err:
+                fail(f"paged list stopped: {err}")
+        return walk.contacts, calls, "list"
+    except (LeadLexError, directory.BudgetExhaustedError) as err:
+        fail(str(err))
+        raise
+    if exported.calls > 1:
+        click.echo(
+            f"LeadLex has more contacts than one export returns: read by created_at windows "
+            f"in {exported.calls} export calls"
+        )
+    return list(exported), exported.calls, "export"
+
+
 @links.command("match")
 @click.argument("export", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--source", type=click.Choice(["hubspot", "salesforce"]), required=True)
@@ -87,8 +135,6 @@ def links_match(
 ) -> None:
     """Link CRM records to LeadLex contacts by email, phone (and name + company)."""
     from worker import pipeline
-    from worker.leadlex import LeadLexError
-    from worker.onboarding import directory
     from worker.onboarding.crm_export import ExportFormatError, InvalidRow, read_export
     from worker.onboarding.matching import (
         AMBIGUOUS,
@@ -125,47 +171,8 @@ def links_match(
     settings = settings_or_exit(require_leadlex=True)
     rt = runtime(settings)
     click.echo(f"{len(rows)} CRM rows read ({len(invalid)} invalid); fetching LeadLex contacts")
-    calls = 0
-    try:
-        contacts = directory.export_contacts(rt)
-        calls += 1
-        via = "export"
-    except directory.ExportRefused as refused:
-        calls += 1
-        click.echo(f"LeadLex {refused.reason}", err=True)
-        walk = directory.ListWalk(rt)
-        try:
-            pages = walk.first()
-        except (LeadLexError, directory.BudgetExhaustedError) as err:
-            fail(f"the paged list failed too: {err}")
-            raise
-        calls += 1
-        click.echo(
-            f"the paged list costs {pages} LeadLex calls for {walk.total} contacts "
-            f"(1 spent, {pages - 1} to go) out of {settings.daily_limit} a day"
-        )
-        if pages > 1 and not allow_list and not click.confirm("fetch the list?", default=False):
-            fail("stopped before the paged list; try the export again later", 1)
-        with click.progressbar(length=pages, label="list pages", file=sys.stderr) as bar:
-            bar.update(1)
-            try:
-                for _page in walk.rest():
-                    calls += 1
-                    bar.update(1)
-            except (LeadLexError, directory.BudgetExhaustedError) as err:
-                fail(f"paged list stopped: {err}")
-        contacts = walk.contacts
-        via = "list"
-    except directory.BudgetExhaustedError as err:
-        fail(str(err))
-        raise
+    contacts, calls, via = fetch_directory(rt, allow_list=allow_list)
 
-    if len(contacts) >= directory.EXPORT_LIMIT:
-        click.echo(
-            f"WARNING: LeadLex returned the export's maximum of {directory.EXPORT_LIMIT} "
-            "contacts; rows of contacts beyond it show as unmatched",
-            err=True,
-        )
     linked: dict[str, str] = {}
     linked_to: dict[str, set[str]] = {}
     for src, acct, object_id, leadlex_id in rt.state.iter_links():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli.context import fail, main, runtime, settings_or_exit
+from cli.context import main, runtime, settings_or_exit
 
 REASON_TEXT = {
     "parked": "parked: the record has events waiting (no link yet, or before its deletion)",
@@ -27,20 +27,22 @@ REASON_TEXT = {
     default=None,
     help="Write every drifted field to this CSV.",
 )
-def reconcile_cmd(repair: bool, csv_path: Path | None) -> None:
-    """Export LeadLex once and compare every linked contact with the newest CRM values."""
-    from worker.leadlex import LeadLexError
+@click.option(
+    "--allow-list",
+    is_flag=True,
+    help="If the export is refused, use the paged list without asking (its cost is printed).",
+)
+def reconcile_cmd(repair: bool, csv_path: Path | None, allow_list: bool) -> None:
+    """Export LeadLex (or, if refused, list it) and compare every linked contact with the
+    newest CRM values."""
+    from cli.onboarding import fetch_directory
     from worker.onboarding import reconcile
-    from worker.onboarding.directory import BudgetExhaustedError, ExportRefused
 
     rt = runtime(settings_or_exit(require_leadlex=True))
-    try:
-        report = reconcile.run(rt)
-    except (ExportRefused, BudgetExhaustedError, LeadLexError) as err:
-        fail(f"reconcile needs one LeadLex export: {err}")
-        raise
+    contacts, calls, via = fetch_directory(rt, allow_list=allow_list)
+    report = reconcile.run(rt, contacts, calls=calls, via=via)
     click.echo(
-        f"compared {report.compared} linked records (1 LeadLex call); "
+        f"compared {report.compared} linked records ({calls} LeadLex call(s), via {via}); "
         f"{report.without_values} linked records have no CRM values yet; "
         f"{len(report.missing)} linked contacts are missing in LeadLex"
     )

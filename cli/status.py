@@ -132,14 +132,19 @@ def status_report(settings: Settings, client: redis.Redis) -> dict[str, Any]:
 def onboarding_report(client: redis.Redis) -> dict[str, Any]:
     """Onboarding (issue 13): the last reconcile's drift and the backfill queue."""
     from worker.onboarding.backfill import QUEUE, STATE
-    from worker.onboarding.reconcile import latest
+    from worker.onboarding.reconcile import last_skip, latest
 
     total, released = client.hmget(STATE, ["total", "released"])
     drift = latest(client)
-    if drift:
-        drift["at"] = datetime.fromtimestamp(drift["at"], UTC).isoformat(timespec="seconds")
+    skip = last_skip(client)
+    if skip and skip["at"] <= (drift or {}).get("at", 0):
+        skip = {}  # a reconcile ran after the skip
+    for entry in (drift, skip):
+        if entry:
+            entry["at"] = datetime.fromtimestamp(entry["at"], UTC).isoformat(timespec="seconds")
     return {
         "drift": drift or None,
+        "reconcile_skipped": skip or None,
         "backfill": {
             "total": int(total or 0),
             "released": int(released or 0),
@@ -274,6 +279,9 @@ def status(as_json: bool) -> None:
             f"drift      {drift['fields']} fields on {drift['contacts']} contacts at the last "
             f"reconcile ({drift['at']}): {reasons}"
         )
+    skipped = report["reconcile_skipped"]
+    if skipped:
+        click.echo(f"reconcile  skipped at {skipped['at']}: {skipped['reason']}")
     if fill["total"]:
         click.echo(
             f"backfill   {fill['released']}/{fill['total']} released, {fill['queued']} queued "

@@ -97,6 +97,11 @@ class SandboxConfig:
     # --- export (reference §7.8): its own limit per sliding window, on top of the plan's
     export_per_hour: int = 10
     export_window_seconds: float = 3_600.0
+    # Undocumented (§7.8): the rows' order ("shuffled": any subset of the matches, in any
+    # order, so a test proves a client does not depend on it) and whether `created_after` /
+    # `created_before` include their bound.
+    export_order: Literal["insertion", "shuffled"] = "insertion"
+    export_bounds_inclusive: bool = False
 
     # --- faults
     latency_ms: int = 0
@@ -276,6 +281,8 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "duplicate_email": _choice("reject", "allow"),
     "export_per_hour": _int(0),
     "export_window_seconds": _number(0, open_low=True),
+    "export_order": _choice("insertion", "shuffled"),
+    "export_bounds_inclusive": _bool,
     "latency_ms": _int(0, 60_000),
     "error_rate_5xx": _number(0.0, 1.0),
     "error_statuses": _statuses,

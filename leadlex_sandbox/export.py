@@ -5,7 +5,9 @@ Query: `limit` (default 10,000, at most 50,000), `fields` (comma list; default
 `created_after`, `created_before` (ISO 8601), `tag` (repeatable; a contact needs every
 one), `list_id` (the sandbox has no lists: 404). Answer `text/csv; charset=utf-8` with
 `Content-Disposition: attachment; filename="contacts-export.csv"`, the header row first,
-a multi-tag cell comma-joined (the csv module quotes it). Rows in insertion order.
+a multi-tag cell comma-joined (the csv module quotes it). Rows in insertion order, or
+(`export_order="shuffled"`) any `limit` of the matches in any order; `created_after` /
+`created_before` exclude their bound unless `export_bounds_inclusive` (both undocumented).
 
 The export has its own limit (`export_per_hour`, default 10, per sliding
 `export_window_seconds`), on top of the plan's limits: over it -> 429 `rate_limited`
@@ -19,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import random
 from urllib.parse import parse_qs
 
 from leadlex_sandbox.contacts import Call, Result
@@ -78,18 +81,24 @@ def export_contacts(call: Call) -> Result:
     _take_export_slot(call)
     tags = [t for t in multi.get("tag", []) if t]
     after, before = bounds.get("created_after"), bounds.get("created_before")
+    inclusive = call.config.export_bounds_inclusive
     rows: list[Contact] = []
     for contact in call.state.store.all():
         created = parse_iso(contact.created_date)
-        if after is not None and (created is None or created <= after):
+        if after is not None and (
+            created is None or created < after or (created == after and not inclusive)
+        ):
             continue
-        if before is not None and (created is None or created >= before):
+        if before is not None and (
+            created is None or created > before or (created == before and not inclusive)
+        ):
             continue
         if any(t not in contact.tags for t in tags):
             continue
         rows.append(contact)
-        if len(rows) >= limit:
-            break
+    if call.config.export_order == "shuffled":
+        random.shuffle(rows)
+    rows = rows[:limit]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(fields)

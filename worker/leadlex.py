@@ -426,16 +426,27 @@ class LeadLexClient:
         )
 
     def export_contacts(
-        self, *, fields: Sequence[str] | None = None, limit: int = 50_000
+        self,
+        *,
+        fields: Sequence[str] | None = None,
+        limit: int = 50_000,
+        created_after: str | None = None,
+        created_before: str | None = None,
     ) -> LeadLexResponse:
         """GET /v1/contacts/export (CSV, at most 50,000 rows, 10 calls an hour per workspace).
 
-        The CSV text is `data["csv"]`. A 2xx that is not CSV is an UnexpectedResponseError."""
+        `created_after` / `created_before`: ISO 8601 bounds (whether they include the bound is
+        undocumented). The CSV text is `data["csv"]`. A 2xx that is not CSV is an
+        UnexpectedResponseError."""
         if not 1 <= limit <= 50_000:
             raise ValueError("limit must be between 1 and 50000")
         params: dict[str, Any] = {"limit": limit}
         if fields:
             params["fields"] = ",".join(fields)
+        if created_after is not None:
+            params["created_after"] = created_after
+        if created_before is not None:
+            params["created_before"] = created_before
         try:
             response = self._http.get(
                 "/v1/contacts/export", params=params, headers={"Accept": "text/csv"}

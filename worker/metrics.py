@@ -84,6 +84,11 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     # onboarding (issue 13)
     "drift_repaired": ("Drifted fields staged again by reconcile --repair", ()),
     "backfill_released": ("Backfill events released into ingest", ()),
+    "reconcile_skipped": (
+        "Daily reconciles skipped (export refused and the paged list over its share, or no "
+        "budget); the reason is in `status`",
+        (),
+    ),
     # Salesforce CDC subscriber (pull_sources/salesforce_cdc)
     "cdc_events_received": ("Salesforce CDC events read from the Pub/Sub API", ("topic",)),
     "cdc_events_filtered": ("CDC events left out by changeOrigin/commitUser", ("topic",)),

@@ -282,18 +282,23 @@ def pump(self: Task) -> int:
 
 @app.task(name="leadlex_sync.reconcile", base=_Task, bind=True)
 def reconcile(self: Task) -> int:
-    """Opt-in daily (RECONCILE_DAILY_AT): export LeadLex once and record the drift (gauge
-    `leadlex_sync_drift_fields`, `status`); never repairs by itself. Returns drifted fields."""
+    """Opt-in daily (RECONCILE_DAILY_AT): read LeadLex (the export, else the paged list within
+    its share of the day) and record the drift (gauge `leadlex_sync_drift_fields`, `status`);
+    never repairs by itself. Returns drifted fields (-1: skipped, reason in `status`)."""
     from worker.onboarding import reconcile as onboarding_reconcile
-    from worker.onboarding.directory import BudgetExhaustedError, ExportRefused
 
     try:
-        report = onboarding_reconcile.run(runtime())
-    except (ExportRefused, BudgetExhaustedError) as err:
-        log.warning("daily reconcile skipped", extra={"reason": str(err)})
+        report = onboarding_reconcile.run_daily(runtime())
+    except onboarding_reconcile.ReconcileSkipped as err:
+        log.warning("daily reconcile skipped", extra={"reason": err.reason})
         return -1
     log.info(
         "reconcile done",
-        extra={"drift_fields": len(report.drifts), "compared": report.compared},
+        extra={
+            "drift_fields": len(report.drifts),
+            "compared": report.compared,
+            "leadlex_calls": report.calls,
+            "via": report.via,
+        },
     )
     return len(report.drifts)

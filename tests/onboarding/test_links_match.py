@@ -141,3 +141,50 @@ def test_refused_export_falls_back_to_the_paged_list_after_showing_its_cost(
             assert state.resolve_link("hubspot", "", object_id) == want
     assert "1 parked events replayed" in done.output  # through link_records
     assert redis_client.hexists("lls:inbox", parked.fingerprint)
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_more_contacts_than_one_export_are_all_matched_and_the_calls_reported(
+    leadlex: SandboxServer,
+    redis_url: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the export's maximum lowered to 50 and rows in any order, every row of a directory
+    over twice that size reaches its expected outcome and the output names the export calls."""
+    from datetime import UTC, datetime, timedelta
+
+    from worker.onboarding import directory
+
+    monkeypatch.setattr(directory, "EXPORT_LIMIT", 50)
+    pop = population(110, seed=5)
+    start = datetime.now(UTC) - timedelta(days=10)
+    leadlex.seed(
+        [
+            c | {"created_date": (start + timedelta(minutes=7 * (i // 3))).isoformat()}
+            for i, c in enumerate(pop.leadlex)
+        ]
+    )
+    leadlex.state.configure({"export_per_hour": 1000, "export_order": "shuffled"})
+    export = tmp_path / "crm.csv"
+    export.write_text(crm_export_csv(pop), encoding="utf-8")
+    done = CliRunner().invoke(
+        main,
+        ["links", "match", str(export), "--source", "hubspot", "--apply"],
+        env=cli_env(redis_url, leadlex) | {"LEADLEX_PLAN": "org"},
+    )
+    assert done.exit_code == 0, done.output
+    calls = len(api_calls(leadlex))
+    assert set(api_calls(leadlex)) == {"GET /v1/contacts/export"}
+    assert calls > 1
+    assert f"in {calls} export calls" in done.output
+    assert f"LeadLex contacts: {len(pop.leadlex)} via export, {calls} LeadLex call(s)" in (
+        done.output
+    )
+    state = State(redis_client)
+    for object_id, want in pop.expected.items():
+        if want not in ("ambiguous", "unmatched"):
+            assert state.resolve_link("hubspot", "", object_id) == want, object_id
+        else:
+            assert state.resolve_link("hubspot", "", object_id) is None, object_id

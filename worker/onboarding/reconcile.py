@@ -7,8 +7,14 @@ LeadLex fields with the active mapping and compared with the contact's row in on
 a value for are counted (`without_values`), not guessed; links to contacts missing from
 the export are counted (`missing`).
 
-The result is kept in `lls:drift` (hash: `fields`, `contacts`, `at`, `reasons` JSON), read
-by `/metrics` (`leadlex_sync_drift_fields`) and `leadlex-sync status`.
+The result is kept in `lls:drift` (hash: `fields`, `contacts`, `at`, `reasons` JSON, `calls`,
+`via`), read by `/metrics` (`leadlex_sync_drift_fields`) and `leadlex-sync status`.
+
+The daily task (`run_daily`) reads LeadLex by the export; when the export is refused it uses
+the paged list only if the whole list costs at most `LIST_SHARE` of the plan's daily calls
+(its first page, one call, tells the cost); otherwise, or when LeadLex cannot be read, it
+skips: the reason is kept in `lls:drift:skipped` (`reason`, `at`), shown by `status`, and
+counted (`leadlex_sync_reconcile_skipped`).
 
 `repair` stages the CRM values of drifted fields through the normal path: the fields'
 applied values are forgotten (so the flush's no-op check cannot drop them), the values
@@ -21,6 +27,7 @@ pending fields are already on their way.
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,6 +42,8 @@ from worker.pipeline.runtime import Runtime
 from worker.state import NOTES_PREFIX
 
 DRIFT_KEY = "lls:drift"
+SKIPPED_KEY = "lls:drift:skipped"
+LIST_SHARE = 0.1  # the daily reconcile's paged-list fallback may cost this share of a day
 REPAIRABLE = frozenset({"edited_in_leadlex", "never_arrived"})
 
 
@@ -61,6 +70,8 @@ class ReconcileReport:
     compared: int = 0  # linked records compared
     without_values: int = 0  # linked records we never received a value for
     missing: list[str] = field(default_factory=list)  # linked contacts not in the export
+    calls: int = 0  # LeadLex calls spent reading the directory
+    via: str = "export"  # or "list" (the paged list, when the export was refused)
 
     def by_reason(self) -> dict[str, int]:
         out = dict.fromkeys(REASONS, 0)
@@ -172,6 +183,8 @@ def store(rt: Runtime, report: ReconcileReport) -> None:
             "compared": report.compared,
             "at": f"{rt.clock():.3f}",
             "reasons": json.dumps(report.by_reason()),
+            "calls": report.calls,
+            "via": report.via,
         },
     )
 
@@ -190,7 +203,20 @@ def latest(client: redis.Redis) -> dict[str, Any]:
         "compared": int(raw.get("compared", 0)),
         "at": float(raw.get("at", 0)),
         "reasons": json.loads(raw.get("reasons", "{}")),
+        "calls": int(raw.get("calls", 0)),
+        "via": raw.get("via", "export"),
     }
+
+
+def last_skip(client: redis.Redis) -> dict[str, Any]:
+    """The daily reconcile's last skip ({"reason", "at"}; {} when it never skipped)."""
+    raw = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in client.hgetall(SKIPPED_KEY).items()
+    }
+    if not raw:
+        return {}
+    return {"reason": raw.get("reason", ""), "at": float(raw.get("at", 0))}
 
 
 def repair(rt: Runtime, report: ReconcileReport) -> int:
@@ -228,11 +254,69 @@ def repair(rt: Runtime, report: ReconcileReport) -> int:
     return staged_total
 
 
-def run(rt: Runtime) -> ReconcileReport:
-    """Export LeadLex once, reconcile, keep the result (ExportRefused / BudgetExhaustedError
-    when the export cannot be had)."""
+def run(
+    rt: Runtime,
+    contacts: Iterable[LeadLexContact] | None = None,
+    *,
+    calls: int = 0,
+    via: str = "export",
+) -> ReconcileReport:
+    """Reconcile against `contacts` (read with `calls` LeadLex calls), or against an export
+    made now (ExportRefused / BudgetExhaustedError when it cannot be had); keep the result."""
     from worker.onboarding.directory import export_contacts
 
-    report = reconcile(rt, export_contacts(rt))
+    if contacts is None:
+        exported = export_contacts(rt)
+        contacts, calls, via = exported, exported.calls, "export"
+    report = reconcile(rt, contacts)
+    report.calls, report.via = calls, via
     store(rt, report)
     return report
+
+
+class ReconcileSkipped(RuntimeError):
+    """The daily reconcile could not read LeadLex within its share; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _skip(rt: Runtime, reason: str) -> ReconcileSkipped:
+    rt.redis.hset(SKIPPED_KEY, mapping={"reason": reason, "at": f"{rt.clock():.3f}"})
+    rt.metrics.incr("reconcile_skipped")
+    return ReconcileSkipped(reason)
+
+
+def run_daily(rt: Runtime) -> ReconcileReport:
+    """The daily task: the export, else the paged list when it fits LIST_SHARE of the day's
+    calls; ReconcileSkipped (kept for `status`, counted) when neither can be had."""
+    from worker.leadlex import LeadLexError
+    from worker.onboarding.directory import (
+        BudgetExhaustedError,
+        ExportRefused,
+        ListWalk,
+        export_contacts,
+    )
+
+    try:
+        exported = export_contacts(rt)
+    except BudgetExhaustedError as err:
+        raise _skip(rt, str(err)) from err
+    except ExportRefused as refused:
+        allowed = math.floor(LIST_SHARE * rt.settings.daily_limit)
+        walk = ListWalk(rt)
+        try:
+            pages = walk.first()
+            if pages > allowed:
+                raise _skip(
+                    rt,
+                    f"{refused.reason}; the paged list would cost {pages} calls, more than "
+                    f"{LIST_SHARE:g} of the {rt.settings.daily_limit} calls a day ({allowed})",
+                )
+            for _page in walk.rest():
+                pass
+        except (LeadLexError, BudgetExhaustedError) as err:
+            raise _skip(rt, f"{refused.reason}; the paged list failed: {err}") from err
+        return run(rt, walk.contacts, calls=refused.calls + pages, via="list")
+    return run(rt, exported, calls=exported.calls)
