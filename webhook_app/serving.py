@@ -342,8 +342,47 @@ class DeadlineProtocol(gunicorn_protocol.ASGIProtocol):
         self._safe_write(body)
 
 
+class BalancedAcceptLoop(asyncio.SelectorEventLoop):
+    """asyncio's loop, accepting at most `accepts_per_wake` connections per readiness event.
+
+    asyncio accepts up to the server's backlog (100) connections each time the listening
+    socket is readable, so when a client opens several connections at once the first
+    worker to wake takes them all and the other workers sit idle (one core serves them).
+    Taking one and going back to the selector lets every worker's loop, woken by the same
+    event, take its turn (nginx's `multi_accept off`). Nothing else changes: the kernel
+    backlog, the protocol and the transports are asyncio's own."""
+
+    accepts_per_wake = 1
+
+    def _accept_connection(
+        self,
+        protocol_factory: Any,
+        sock: Any,
+        sslcontext: Any = None,
+        server: Any = None,
+        backlog: int = 100,
+        *rest: Any,
+        **kwargs: Any,
+    ) -> None:
+        super()._accept_connection(  # type: ignore[misc]
+            protocol_factory,
+            sock,
+            sslcontext,
+            server,
+            min(backlog, self.accepts_per_wake),
+            *rest,
+            **kwargs,
+        )
+
+
 class BufferingWorker(gasgi.ASGIWorker):
     """gunicorn worker: asyncio reads requests whole; the WSGI app runs on `threads` threads."""
+
+    def _setup_event_loop(self) -> None:
+        """asyncio's loop with balanced accepts (BalancedAcceptLoop); not uvloop, whose
+        accept loop cannot be bounded (the receiver does not install it)."""
+        self.loop = BalancedAcceptLoop()
+        asyncio.set_event_loop(self.loop)
 
     @classmethod
     def check_config(cls, cfg: Any, log: Any) -> None:
