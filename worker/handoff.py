@@ -43,7 +43,7 @@ from celery import Celery
 from kombu import pools
 
 from worker.batch import Batch
-from worker.broker_wire import task_envelope
+from worker.broker_wire import EnvelopeTemplate, task_envelope
 from worker.celery_app import QUEUE_INGEST
 from worker.deadletter import DeadLetters, warn_trimmed
 from worker.metrics import COUNTERS_KEY, Metrics
@@ -185,22 +185,31 @@ def load_events(client: redis.Redis, items: list[Any]) -> list[dict[str, Any] | 
 
 
 def submit_command(
-    celery_app: Celery, source: str, batch: Batch, events: list[dict[str, Any]], now: float
+    celery_app: Celery,
+    source: str,
+    batch: Batch,
+    events: list[dict[str, Any]],
+    now: float,
+    template: EnvelopeTemplate | None = None,
 ) -> tuple[Any, ...]:
     """The one `EVAL SUBMIT_SCRIPT` of a batch with events and no dead letters, as a Redis
     command (script, keys, args): a pure function, so the thread path (`Enqueuer`) and the
     event-loop path (`AsyncSubmitter`) send the very same writes. `events` are
-    `batch.events` as dicts."""
+    `batch.events` as dicts; `template`: the ingest task's EnvelopeTemplate built in this
+    thread (the same envelope, cheaper), else task_envelope."""
     refs = [str(e["fingerprint"]) for e in events]
     args = ingest_message_args(refs, source)
-    key, envelope = task_envelope(
-        celery_app,
-        INGEST_TASK,
-        args["args"],
-        queue=args["queue"],
-        argsrepr=args["argsrepr"],
-        kwargsrepr=args["kwargsrepr"],
-    )
+    if template is not None:
+        key, envelope = template.build(args["args"], args["argsrepr"])
+    else:
+        key, envelope = task_envelope(
+            celery_app,
+            INGEST_TASK,
+            args["args"],
+            queue=args["queue"],
+            argsrepr=args["argsrepr"],
+            kwargsrepr=args["kwargsrepr"],
+        )
     argv: list[Any] = [now, len(events)]
     for ref, event in zip(refs, events, strict=True):
         argv += (ref, json.dumps(event, separators=(",", ":")))
@@ -501,6 +510,10 @@ class AsyncSubmitter:
             **carried,
         )
         self.client = redis.asyncio.Redis(connection_pool=pool)
+        # The ingest message's envelope, precomputed on first use (on the loop's thread:
+        # it carries that thread's Celery reply_to); None if its shape was unexpected.
+        self._template: EnvelopeTemplate | None = None
+        self._template_tried = False
 
     @staticmethod
     def available(enqueuer: Enqueuer) -> bool:
@@ -526,7 +539,9 @@ class AsyncSubmitter:
         if not health.may_try():
             raise EnqueueUnavailable("redis: unhealthy (a call timed out or failed just now)")
         events = [e.to_dict() for e in batch.events]
-        command = submit_command(self.enqueuer.celery, source, batch, events, time.time())
+        command = submit_command(
+            self.enqueuer.celery, source, batch, events, time.time(), self._envelopes()
+        )
         try:
             async with asyncio.timeout(self.timeout):
                 await self.client.execute_command(*command)
@@ -534,6 +549,21 @@ class AsyncSubmitter:
             health.failed()
             raise EnqueueUnavailable(f"redis (inbox + broker): {type(exc).__name__}") from exc
         health.ok()
+
+    def _envelopes(self) -> EnvelopeTemplate | None:
+        if not self._template_tried:
+            self._template_tried = True
+            probe = ingest_message_args([], "x")
+            try:
+                self._template = EnvelopeTemplate(
+                    self.enqueuer.celery,
+                    INGEST_TASK,
+                    queue=probe["queue"],
+                    kwargsrepr=probe["kwargsrepr"],
+                )
+            except ValueError:
+                self._template = None  # task_envelope, as the threads
+        return self._template
 
     async def close(self) -> None:
         """Close the loop's connections (the pool is ours: redis.asyncio would keep it)."""
