@@ -17,7 +17,8 @@ front of the unchanged WSGI app:
   worker: the app's Redis and Celery calls stay plain blocking calls;
 - except the webhook POSTs when the app offers a `LoopHandler` (webhook_app.fastpath,
   RECEIVER_ASYNC_HANDOFF): verified and parsed on the loop, handed to Redis with one
-  awaited command; what it cannot await it runs on the same threads;
+  awaited command; what it cannot await it runs on the same threads; a body over
+  DEFAULT_LOOP_BODY_BYTES (64 KiB) goes to the threads, so its parse never stalls the loop;
 - errors the HTTP parser answers itself (bad chunk size, malformed request line, ...)
   use the receiver's JSON error envelope, without quoting the request.
 
@@ -44,6 +45,9 @@ from webhook_app.intake import EXTENSION
 
 DEFAULT_READ_SECONDS = 10.0
 DEFAULT_MAX_BODY_BYTES = 1_048_576
+# Webhook POSTs with a larger body are answered on the threads, not on the event loop: a
+# 1 MiB JSON parse (tens of ms) would stall every other connection of the worker.
+DEFAULT_LOOP_BODY_BYTES = 65_536
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
@@ -133,10 +137,13 @@ class BufferedWSGI:
         read_seconds: float = DEFAULT_READ_SECONDS,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         fast: LoopHandler | None = None,
+        loop_body_bytes: int = DEFAULT_LOOP_BODY_BYTES,
     ) -> None:
         self.wsgi_app = wsgi_app
         # The webhook POSTs' handler on the loop (RECEIVER_ASYNC_HANDOFF), or None.
         self.fast = fast
+        # Only bodies up to this size are verified and parsed on the loop.
+        self.loop_body_bytes = loop_body_bytes
         self.threads = max(1, threads)
         self.read_seconds = read_seconds
         self.max_body_bytes = max_body_bytes
@@ -184,7 +191,11 @@ class BufferedWSGI:
                 )
                 return
         environ = _environ(scope, body, chunked)
-        if self.fast is not None and self.fast.takes_async(scope["method"], scope["path"]):
+        if (
+            self.fast is not None
+            and len(body) <= self.loop_body_bytes
+            and self.fast.takes_async(scope["method"], scope["path"])
+        ):
             # Verified and parsed here, handed off with one awaited Redis command.
             status, wsgi_headers, answer = await self.fast.respond_async(environ, self._in_thread)
             headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in wsgi_headers]
@@ -342,8 +353,47 @@ class DeadlineProtocol(gunicorn_protocol.ASGIProtocol):
         self._safe_write(body)
 
 
+class BalancedAcceptLoop(asyncio.SelectorEventLoop):
+    """asyncio's loop, accepting at most `accepts_per_wake` connections per readiness event.
+
+    asyncio accepts up to the server's backlog (100) connections each time the listening
+    socket is readable, so when a client opens several connections at once the first
+    worker to wake takes them all and the other workers sit idle (one core serves them).
+    Taking one and going back to the selector lets every worker's loop, woken by the same
+    event, take its turn (nginx's `multi_accept off`). Nothing else changes: the kernel
+    backlog, the protocol and the transports are asyncio's own."""
+
+    accepts_per_wake = 1
+
+    def _accept_connection(
+        self,
+        protocol_factory: Any,
+        sock: Any,
+        sslcontext: Any = None,
+        server: Any = None,
+        backlog: int = 100,
+        *rest: Any,
+        **kwargs: Any,
+    ) -> None:
+        super()._accept_connection(  # type: ignore[misc]
+            protocol_factory,
+            sock,
+            sslcontext,
+            server,
+            min(backlog, self.accepts_per_wake),
+            *rest,
+            **kwargs,
+        )
+
+
 class BufferingWorker(gasgi.ASGIWorker):
     """gunicorn worker: asyncio reads requests whole; the WSGI app runs on `threads` threads."""
+
+    def _setup_event_loop(self) -> None:
+        """asyncio's loop with balanced accepts (BalancedAcceptLoop); not uvloop, whose
+        accept loop cannot be bounded (the receiver does not install it)."""
+        self.loop = BalancedAcceptLoop()
+        asyncio.set_event_loop(self.loop)
 
     @classmethod
     def check_config(cls, cfg: Any, log: Any) -> None:

@@ -1,0 +1,131 @@
+"""Connections opened at once spread over gunicorn's workers (BalancedAcceptLoop, issue 14):
+a real gunicorn with the shipped config and two workers, on a private Redis. asyncio's own
+accept loop let the first worker to wake take every waiting connection, so a CRM opening
+its connections together was served by one process (one core)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.security.conftest import Web, web_env
+from webhook_app.serving import BalancedAcceptLoop
+from worker.embedded_redis import RedisServer, free_port
+
+CONNECTIONS = 8
+ROUNDS = 6
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
+    redis_server = RedisServer(appendonly=False).start()
+    port = free_port()
+    tmp = tmp_path_factory.mktemp("balance")
+    web = Web(port, web_env(redis_server.url, port, WEB_CONCURRENCY="2"), tmp / "web.log")
+    try:
+        web.start()
+        yield web
+    finally:
+        web.stop()
+        redis_server.cleanup()
+
+
+def _round(port: int, tag: str) -> None:
+    """CONNECTIONS connections, all established before any is used, one request each (a 404:
+    the probes' own access lines are not logged)."""
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(CONNECTIONS)]
+    try:
+        for number, sock in enumerate(socks):
+            sock.sendall(
+                f"GET /balance-probe HTTP/1.1\r\nHost: x\r\nUser-Agent: {tag}-{number}\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+        for sock in socks:
+            data = b""
+            while chunk := sock.recv(65_536):
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 404"), data[:200]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _pids_by_agent(web: Web, prefix: str) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for line in web.log().splitlines():
+        if not line.startswith("{"):
+            continue
+        record = json.loads(line)
+        agent = record.get("user_agent") or ""
+        if agent.startswith(prefix) and "pid" in record:
+            found[agent] = record["pid"]
+    return found
+
+
+def test_connections_opened_at_once_are_served_by_both_workers(two_workers: Web) -> None:
+    for number in range(ROUNDS):
+        _round(two_workers.port, f"balance-{number}")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pids = _pids_by_agent(two_workers, "balance-")
+        if len(pids) == ROUNDS * CONNECTIONS:
+            break
+        time.sleep(0.1)
+    assert len(pids) == ROUNDS * CONNECTIONS, f"access lines found: {len(pids)}"
+    assert len(set(pids.values())) == 2, pids
+    # Each round's 8 connections were waiting together: asyncio's accept loop gave a whole
+    # round to one worker; one accept per wake-up splits most rounds.
+    split = sum(
+        len({pid for agent, pid in pids.items() if agent.startswith(f"balance-{n}-")}) == 2
+        for n in range(ROUNDS)
+    )
+    assert split >= ROUNDS // 2, f"rounds served by both workers: {split} of {ROUNDS}; {pids}"
+
+
+def test_the_loop_accepts_one_connection_per_wake_up() -> None:
+    """In process: three connections waiting, one readiness event -> one accepted."""
+    loop = BalancedAcceptLoop()
+    accepted: list[object] = []
+    try:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+        try:
+            loop._accept_connection(  # the callback asyncio runs once per readiness event
+                lambda: accepted.append(1) or _Sink(), listener, None, None, 100
+            )
+            loop.run_until_complete(_settle())
+            assert len(accepted) == 1
+            for _ in range(2):
+                loop._accept_connection(
+                    lambda: accepted.append(1) or _Sink(), listener, None, None, 100
+                )
+            loop.run_until_complete(_settle())
+            assert len(accepted) == 3
+        finally:
+            for client in clients:
+                client.close()
+            listener.close()
+    finally:
+        loop.close()
+
+
+class _Sink:
+    def connection_made(self, transport: object) -> None:
+        self.transport = transport
+        transport.close()  # type: ignore[attr-defined]
+
+    def connection_lost(self, exc: object) -> None:
+        pass
+
+
+async def _settle() -> None:
+    import asyncio
+
+    for _ in range(5):
+        await asyncio.sleep(0)
