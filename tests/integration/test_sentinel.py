@@ -145,28 +145,30 @@ def test_failover_answers_503_meanwhile_loses_nothing_acknowledged_and_resumes(
 
         assert post(0) == 200
         wait_for(lambda: sandbox.contact(contacts[0]).get("job_title") == "Partner 0", 60)
-        old_port = setup.master.port
         setup.master.kill()
         killed = time.monotonic()
         i = 1
-        promoted_at = None
+        promoted = False  # the sentinel named the replica master at some point
         restarted = False
+        ok_since = None  # start of the current run of 200s
         while i < len(contacts) and time.monotonic() - killed < 60:
-            post(i)
+            status = post(i)
             i += 1
-            if (
-                wait_replicas
-                and not restarted
-                and setup.current_master_port() == setup.replica_port
-            ):
+            promoted = promoted or setup.current_master_port() == setup.replica_port
+            if wait_replicas and promoted and not restarted:
                 setup.master.start()  # same port and data dir; the sentinel demotes it
                 restarted = True
-            if promoted_at is None and statuses[-1] == 200:
-                promoted_at = time.monotonic()
-            if promoted_at is not None and time.monotonic() - promoted_at > 3:
+            if status != 200:
+                ok_since = None
+            elif ok_since is None:
+                ok_since = time.monotonic()
+            elif time.monotonic() - ok_since > 3:
                 break
             time.sleep(0.25)
-        assert setup.current_master_port() == setup.replica_port != old_port
+        # On a loaded machine the sentinel (down-after 1 s) may fail over once more, back to
+        # the restarted old master: what matters is that the replica was promoted, answers
+        # were 200 or 503 only, and they end in a run of 200s.
+        assert promoted, statuses
         assert 503 in statuses, statuses
         assert set(statuses) <= {200, 503}, statuses
         assert statuses[-1] == 200, statuses
