@@ -780,13 +780,28 @@ def render_markdown(results: dict[str, Any], images: dict[str, str], series_draw
     if rec:
         g = rec.get("gunicorn", {})
         lines += [
-            f"gunicorn {g.get('workers')} workers x {g.get('threads')} threads (gthread), "
+            f"gunicorn {g.get('workers')} workers x {g.get('threads')} threads "
+            f"({g.get('worker_class')}), "
             f"{rec.get('connections')} keep-alive connections, {rec.get('seconds_per_phase')} s "
             "per phase. The yardstick is a bare WSGI app under the same gunicorn settings given "
             "the same POST; the receiver verifies the HubSpot v3 signature, parses, and "
             "enqueues one Celery message in Redis per request before answering.",
             "",
         ]
+        cpu = rec.get("cpu_us_per_request") or {}
+        if cpu:
+            lines += [
+                "CPU per request of the gunicorn workers (µs): bare WSGI hello "
+                f"{_fmt(dig(cpu, 'hello', 'gunicorn'))}, bare hello answered on the event loop "
+                f"{_fmt(dig(cpu, 'async_hello', 'gunicorn'))}, 1-event POST "
+                f"{_fmt(dig(cpu, 'singles', 'gunicorn'))} (plus "
+                f"{_fmt(dig(cpu, 'singles', 'redis'))} of redis-server). The stricter ratio, "
+                "singles ÷ the loop's bare hello: "
+                f"{_fmt(rec.get('ratio_singles_to_async_hello'))} (req/s), "
+                f"{_fmt(cpu.get('cpu_ratio_async_hello'))} (CPU). Each worker's share of a "
+                f"phase's CPU: {cpu.get('worker_shares')}.",
+                "",
+            ]
         lines += _table(
             [
                 ("bare WSGI hello", _fmt(dig(rec, "hello", "requests_per_s")), "—", "—", "—"),
