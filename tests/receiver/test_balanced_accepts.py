@@ -66,7 +66,24 @@ def _pids_by_agent(web: Web, prefix: str) -> dict[str, int]:
     return found
 
 
+def _wait_for_both_workers(web: Web, timeout: float = 45.0) -> None:
+    """gunicorn does not preload the app: each worker imports it after forking, and the
+    fixture's /healthz answer proves only one of them ready. Under a loaded machine the
+    second can take seconds more, and every connection meanwhile goes to the first, which
+    says nothing about how accepts are shared. Warm-up rounds until both have answered."""
+    deadline = time.monotonic() + timeout
+    number = 0
+    while time.monotonic() < deadline:
+        _round(web.port, f"warm-{number}")
+        number += 1
+        if len(set(_pids_by_agent(web, "warm-").values())) == 2:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the second worker never answered in {timeout} s: {web.log()[-2000:]}")
+
+
 def test_connections_opened_at_once_are_served_by_both_workers(two_workers: Web) -> None:
+    _wait_for_both_workers(two_workers)
     for number in range(ROUNDS):
         _round(two_workers.port, f"balance-{number}")
     deadline = time.monotonic() + 10
