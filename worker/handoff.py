@@ -187,16 +187,18 @@ def load_events(client: redis.Redis, items: list[Any]) -> list[dict[str, Any] | 
 def submit_command(
     celery_app: Celery,
     source: str,
-    batch: Batch,
+    batches: list[Batch],
     events: list[dict[str, Any]],
     now: float,
     template: EnvelopeTemplate | None = None,
 ) -> tuple[Any, ...]:
-    """The one `EVAL SUBMIT_SCRIPT` of a batch with events and no dead letters, as a Redis
-    command (script, keys, args): a pure function, so the thread path (`Enqueuer`) and the
-    event-loop path (`AsyncSubmitter`) send the very same writes. `events` are
-    `batch.events` as dicts; `template`: the ingest task's EnvelopeTemplate built in this
-    thread (the same envelope, cheaper), else task_envelope."""
+    """The one `EVAL SUBMIT_SCRIPT` of one or more requests' batches from `source`, each
+    with events and no dead letters, as a Redis command (script, keys, args): a pure
+    function, so the thread path (`Enqueuer`, one batch) and the event-loop path
+    (`AsyncSubmitter`, the requests of one loop iteration) send the very same writes: every
+    event in the inbox, ONE ingest message naming them all, every request's counters.
+    `events` are the batches' events as dicts, in order; `template`: the ingest task's
+    EnvelopeTemplate built in this thread (the same envelope, cheaper), else task_envelope."""
     refs = [str(e["fingerprint"]) for e in events]
     args = ingest_message_args(refs, source)
     if template is not None:
@@ -213,8 +215,13 @@ def submit_command(
     argv: list[Any] = [now, len(events)]
     for ref, event in zip(refs, events, strict=True):
         argv += (ref, json.dumps(event, separators=(",", ":")))
-    argv += (envelope, source, max(e.occurred_at_ms for e in batch.events))
-    for name, amount in Enqueuer._increments(source, batch):
+    newest = max(e.occurred_at_ms for batch in batches for e in batch.events)
+    argv += (envelope, source, newest)
+    totals: dict[str, int] = {}
+    for batch in batches:
+        for name, amount in Enqueuer._increments(source, batch):
+            totals[name] = totals.get(name, 0) + amount
+    for name, amount in totals.items():
         argv += (name, amount)
     return ("EVAL", SUBMIT_SCRIPT, 6, INBOX, INBOX_AT, key, SOURCES_NEWEST,
             SOURCES_LAST_BATCH, COUNTERS_KEY, *argv)  # fmt: skip
@@ -366,7 +373,7 @@ class Enqueuer:
         """Inbox records, the broker message and the counters in one EVAL (SUBMIT_SCRIPT):
         all or nothing as in `_submit_in_one_multi`, for a batch without dead letters.
         With REDIS_WAIT_REPLICAS > 0 the same round trip ends with `WAIT n timeout`."""
-        command = submit_command(self.celery, source, batch, events, time.time())
+        command = submit_command(self.celery, source, [batch], events, time.time())
         if self.wait_replicas <= 0:
             try:
                 self._thread_client().execute_command(*command)
@@ -492,6 +499,8 @@ def _hiredis_packed(connection_class: type[Any]) -> type[Any]:
     return HiredisPacked
 
 
+# At most this many events in one grouped EVAL of the loop path (AsyncSubmitter).
+GROUP_EVENTS = 100
 # Connection settings carried over from the blocking client (everything else: defaults).
 _CARRIED = ("host", "port", "path", "db", "username", "password")
 # The loop's connections, as `CLIENT LIST` shows them.
@@ -502,15 +511,30 @@ class AsyncSubmitter:
     """The common hand-off awaited on an event loop (issue 14): a batch with events and no
     dead letters, with direct publish and no REDIS_WAIT_REPLICAS, goes to Redis as the
     Enqueuer's own EVAL (`submit_command`), over redis.asyncio (hiredis) instead of a
-    blocking socket, bounded by RECEIVER_REDIS_TIMEOUT_SECONDS (asyncio timeout around the
-    whole call, connecting included) and sharing the Enqueuer's RedisHealth. Every other
-    batch is not `fits` and goes to the Enqueuer on a thread.
+    blocking socket, bounded by RECEIVER_REDIS_TIMEOUT_SECONDS (asyncio timeout around each
+    request's wait, connecting included) and sharing the Enqueuer's RedisHealth. Every
+    other batch is not `fits` and goes to the Enqueuer on a thread.
+
+    Group commit: the requests that reach their hand-off in the same loop iteration (those
+    whose bytes arrived in one wake-up) share ONE EVAL per source, flushed by a `call_soon`
+    callback (no added wait): every event in the inbox, one ingest message naming them all,
+    each request's counters summed. Each request is still answered only once that EVAL has
+    replied, and all of them get its outcome (a failure answers each 503). A request whose
+    wait timed out before the flush is left out of it. At most `group_events` events go in
+    one EVAL (a larger request goes alone). One round trip then serves several requests,
+    and the worker ingests several events per message (`ingest_batch`).
 
     Build it in the process and on the loop that uses it (its connections belong to that
     loop); `available(enqueuer)` says whether the Enqueuer's Redis can be reached this way
     (a plain redis:// or unix:// connection, no credential provider)."""
 
-    def __init__(self, enqueuer: Enqueuer, timeout: float, max_connections: int = 64) -> None:
+    def __init__(
+        self,
+        enqueuer: Enqueuer,
+        timeout: float,
+        max_connections: int = 64,
+        group_events: int = GROUP_EVENTS,
+    ) -> None:
         import redis.asyncio
         from redis.asyncio.retry import Retry as AsyncRetry
         from redis.backoff import NoBackoff
@@ -540,6 +564,10 @@ class AsyncSubmitter:
         # it carries that thread's Celery reply_to); None if its shape was unexpected.
         self._template: EnvelopeTemplate | None = None
         self._template_tried = False
+        self.group_events = max(1, group_events)
+        # Requests waiting for this iteration's flush: (source, batch, future).
+        self._pending: list[tuple[str, Batch, asyncio.Future[None]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def available(enqueuer: Enqueuer) -> bool:
@@ -561,20 +589,69 @@ class AsyncSubmitter:
 
     async def submit(self, source: str, batch: Batch) -> None:
         """As `Enqueuer.submit` for a batch that `fits`; raises EnqueueUnavailable."""
-        health = self.enqueuer.health
-        if not health.may_try():
+        if not self.enqueuer.health.may_try():
             raise EnqueueUnavailable("redis: unhealthy (a call timed out or failed just now)")
-        events = [e.to_dict() for e in batch.events]
-        command = submit_command(
-            self.enqueuer.celery, source, batch, events, time.time(), self._envelopes()
-        )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((source, batch, future))
         try:
+            async with asyncio.timeout(self.timeout):
+                await future
+        except TimeoutError as exc:
+            self.enqueuer.health.failed()
+            raise EnqueueUnavailable("redis (inbox + broker): TimeoutError") from exc
+
+    def _flush(self) -> None:
+        """This iteration's requests, grouped by source, `group_events` events at most per
+        group (in arrival order), each group sent as one EVAL by its own task."""
+        pending, self._pending = self._pending, []
+        groups: dict[str, list[list[tuple[Batch, asyncio.Future[None]]]]] = {}
+        sizes: dict[str, int] = {}
+        for source, batch, future in pending:
+            if future.done():  # its wait timed out already: not written, answered 503
+                continue
+            chunks = groups.setdefault(source, [])
+            size = len(batch.events)
+            if not chunks or sizes[source] + size > self.group_events:
+                chunks.append([])
+                sizes[source] = 0
+            chunks[-1].append((batch, future))
+            sizes[source] += size
+        for source, chunks in groups.items():
+            for chunk in chunks:
+                task = asyncio.ensure_future(self._send(source, chunk))
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+
+    async def _send(self, source: str, group: list[tuple[Batch, asyncio.Future[None]]]) -> None:
+        """One EVAL for `group`; each waiting request gets its outcome."""
+        health = self.enqueuer.health
+        batches = [batch for batch, _ in group]
+        failure: str | None = None
+        try:
+            events = [e.to_dict() for batch in batches for e in batch.events]
+            command = submit_command(
+                self.enqueuer.celery, source, batches, events, time.time(), self._envelopes()
+            )
             async with asyncio.timeout(self.timeout):
                 await self.client.execute_command(*command)
         except (redis.RedisError, TimeoutError, OSError) as exc:
             health.failed()
-            raise EnqueueUnavailable(f"redis (inbox + broker): {type(exc).__name__}") from exc
-        health.ok()
+            failure = f"redis (inbox + broker): {type(exc).__name__}"
+        except Exception as exc:  # every waiter must be answered
+            log.exception("receiver: the loop hand-off failed")
+            failure = f"hand-off: {type(exc).__name__}"
+        else:
+            health.ok()
+        for _, future in group:
+            if future.done():
+                continue
+            if failure is None:
+                future.set_result(None)
+            else:
+                future.set_exception(EnqueueUnavailable(failure))
 
     def _envelopes(self) -> EnvelopeTemplate | None:
         if not self._template_tried:
