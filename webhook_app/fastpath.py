@@ -111,7 +111,7 @@ class WebhookFastPath:
 
     def async_ready(self) -> bool:
         """True when `respond_async` can hand off on the loop (RECEIVER_ASYNC_HANDOFF on and
-        a Redis connection redis.asyncio can open: not Sentinel, not TLS)."""
+        a Redis connection the loop can open: not Sentinel, not TLS)."""
         receiver = self.app.extensions[EXTENSION]
         return bool(receiver.settings.receiver_async_handoff) and AsyncSubmitter.available(
             receiver.enqueuer

@@ -461,42 +461,25 @@ class Enqueuer:
             self.health.failed()
 
 
-def _async_connection_class(client: redis.Redis) -> type[Any] | None:
-    """redis.asyncio's twin of `client`'s connection class, or None when there is none we
-    trust to behave the same (Sentinel-managed, TLS, a custom class)."""
-    import redis.asyncio.connection as aconnection
-
-    twins: dict[type[Any], type[Any]] = {
-        redis.connection.Connection: aconnection.Connection,
-        redis.connection.UnixDomainSocketConnection: aconnection.UnixDomainSocketConnection,
+def _loop_connection_kwargs(client: redis.Redis) -> dict[str, Any] | None:
+    """RedisPipe's settings for `client`'s connection, or None when it is not one the
+    pipe opens the same way (TLS, Sentinel-managed, a credential provider, a custom
+    class): the receiver then hands off on its threads."""
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    if kwargs.get("credential_provider") is not None:
+        return None
+    carried = {
+        "db": int(kwargs.get("db") or 0),
+        "username": kwargs.get("username"),
+        "password": kwargs.get("password"),
     }
-    return twins.get(client.connection_pool.connection_class)
-
-
-def _hiredis_packed(connection_class: type[Any]) -> type[Any]:
-    """`connection_class` packing EVAL with hiredis's C packer: redis-py's asyncio
-    connection packs in Python, ~13 µs of the submit's ~20 arguments (issue 14); every
-    other command, and an EVAL hiredis refuses, as redis-py packs it. Unchanged without
-    hiredis. The bytes are the same (tests/receiver/test_envelope_template.py)."""
-    try:
-        from hiredis import pack_command
-    except ImportError:
-        return connection_class
-
-    class HiredisPacked(connection_class):
-        def pack_command(self, *args: Any) -> list[bytes]:
-            if args and args[0] == "EVAL":
-                try:
-                    return [pack_command(args)]
-                except (TypeError, ValueError):
-                    pass
-            packed: list[bytes] = super().pack_command(*args)
-            return packed
-
-    HiredisPacked.__name__ = HiredisPacked.__qualname__ = (
-        f"HiredisPacked{connection_class.__name__}"
-    )
-    return HiredisPacked
+    if pool.connection_class is redis.connection.UnixDomainSocketConnection:
+        return {"path": kwargs["path"], **carried}
+    if pool.connection_class is redis.connection.Connection:
+        host = kwargs.get("host") or "localhost"
+        return {"host": host, "port": int(kwargs.get("port") or 6379), **carried}
+    return None
 
 
 # At most this many events in one grouped EVAL of the loop path (AsyncSubmitter).
@@ -510,10 +493,11 @@ LOOP_CLIENT_NAME = "leadlex-sync-receiver-loop"
 class AsyncSubmitter:
     """The common hand-off awaited on an event loop (issue 14): a batch with events and no
     dead letters, with direct publish and no REDIS_WAIT_REPLICAS, goes to Redis as the
-    Enqueuer's own EVAL (`submit_command`), over redis.asyncio (hiredis) instead of a
-    blocking socket, bounded by RECEIVER_REDIS_TIMEOUT_SECONDS (asyncio timeout around each
-    request's wait, connecting included) and sharing the Enqueuer's RedisHealth. Every
-    other batch is not `fits` and goes to the Enqueuer on a thread.
+    Enqueuer's own EVAL (`submit_command`) on one pipelined connection of the loop's own
+    (worker.redis_pipe: hiredis packs and parses, no per-call machinery) instead of a
+    blocking socket, each request's wait bounded by RECEIVER_REDIS_TIMEOUT_SECONDS
+    (connecting included), sharing the Enqueuer's RedisHealth. Every other batch is not
+    `fits` and goes to the Enqueuer on a thread.
 
     Group commit: the requests that reach their hand-off in the same loop iteration (those
     whose bytes arrived in one wake-up) share ONE EVAL per source, flushed by a `call_soon`
@@ -524,42 +508,28 @@ class AsyncSubmitter:
     one EVAL (a larger request goes alone). One round trip then serves several requests,
     and the worker ingests several events per message (`ingest_batch`).
 
-    Build it in the process and on the loop that uses it (its connections belong to that
+    Failures: a connection lost with the EVAL unanswered is tried once more at once on a
+    new connection (as redis-py retries a broken connection; the EVAL's writes are
+    idempotent but for the broker message, whose duplicate the worker's fingerprint
+    ledger absorbs); a refused connection, an error reply or a timeout answers 503 and
+    marks Redis unhealthy. A request that times out also closes a connection whose oldest
+    command has waited half the timeout (a Redis that stopped answering).
+
+    Build it in the process and on the loop that uses it (its connection belongs to that
     loop); `available(enqueuer)` says whether the Enqueuer's Redis can be reached this way
     (a plain redis:// or unix:// connection, no credential provider)."""
 
     def __init__(
-        self,
-        enqueuer: Enqueuer,
-        timeout: float,
-        max_connections: int = 64,
-        group_events: int = GROUP_EVENTS,
+        self, enqueuer: Enqueuer, timeout: float, group_events: int = GROUP_EVENTS
     ) -> None:
-        import redis.asyncio
-        from redis.asyncio.retry import Retry as AsyncRetry
-        from redis.backoff import NoBackoff
+        from worker.redis_pipe import RedisPipe
 
-        connection_class = _async_connection_class(enqueuer.redis)
-        if connection_class is None or not self.available(enqueuer):
-            raise ValueError("the receiver's Redis connection has no asyncio twin")
-        kwargs = enqueuer.redis.connection_pool.connection_kwargs
-        carried = {k: kwargs[k] for k in _CARRIED if kwargs.get(k) is not None}
+        settings = _loop_connection_kwargs(enqueuer.redis)
+        if settings is None:
+            raise ValueError("the receiver's Redis connection cannot be opened on the loop")
         self.enqueuer = enqueuer
         self.timeout = timeout
-        pool = redis.asyncio.BlockingConnectionPool(
-            max_connections=max_connections,
-            timeout=timeout,
-            connection_class=_hiredis_packed(connection_class),
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            # As the blocking client: a broken connection is retried once at once, a
-            # timeout never (a hung Redis would only hang again).
-            retry=AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-            health_check_interval=30,
-            client_name=LOOP_CLIENT_NAME,
-            **carried,
-        )
-        self.client = redis.asyncio.Redis(connection_pool=pool)
+        self.pipe = RedisPipe(name=LOOP_CLIENT_NAME, connect_timeout=timeout, **settings)
         # The ingest message's envelope, precomputed on first use (on the loop's thread:
         # it carries that thread's Celery reply_to); None if its shape was unexpected.
         self._template: EnvelopeTemplate | None = None
@@ -567,15 +537,11 @@ class AsyncSubmitter:
         self.group_events = max(1, group_events)
         # Requests waiting for this iteration's flush: (source, batch, future).
         self._pending: list[tuple[str, Batch, asyncio.Future[None]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        self._connecting: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def available(enqueuer: Enqueuer) -> bool:
-        kwargs = enqueuer.redis.connection_pool.connection_kwargs
-        return (
-            _async_connection_class(enqueuer.redis) is not None
-            and kwargs.get("credential_provider") is None
-        )
+        return _loop_connection_kwargs(enqueuer.redis) is not None
 
     def fits(self, batch: Batch) -> bool:
         """True when `submit` takes this batch (else: `Enqueuer.submit` on a thread)."""
@@ -601,11 +567,12 @@ class AsyncSubmitter:
                 await future
         except TimeoutError as exc:
             self.enqueuer.health.failed()
+            self.pipe.stale(self.timeout / 2)
             raise EnqueueUnavailable("redis (inbox + broker): TimeoutError") from exc
 
     def _flush(self) -> None:
         """This iteration's requests, grouped by source, `group_events` events at most per
-        group (in arrival order), each group sent as one EVAL by its own task."""
+        group (in arrival order), each group sent as one EVAL."""
         pending, self._pending = self._pending, []
         groups: dict[str, list[list[tuple[Batch, asyncio.Future[None]]]]] = {}
         sizes: dict[str, int] = {}
@@ -621,37 +588,67 @@ class AsyncSubmitter:
             sizes[source] += size
         for source, chunks in groups.items():
             for chunk in chunks:
-                task = asyncio.ensure_future(self._send(source, chunk))
-                self._sending.add(task)
-                task.add_done_callback(self._sending.discard)
+                self._send(source, chunk)
 
-    async def _send(self, source: str, group: list[tuple[Batch, asyncio.Future[None]]]) -> None:
-        """One EVAL for `group`; each waiting request gets its outcome."""
-        health = self.enqueuer.health
+    def _send(self, source: str, group: list[tuple[Batch, asyncio.Future[None]]]) -> None:
+        """One EVAL for `group`, on the open connection (or once connected)."""
+        from hiredis import pack_command
+
         batches = [batch for batch, _ in group]
-        failure: str | None = None
         try:
             events = [e.to_dict() for batch in batches for e in batch.events]
             command = submit_command(
                 self.enqueuer.celery, source, batches, events, time.time(), self._envelopes()
             )
-            async with asyncio.timeout(self.timeout):
-                await self.client.execute_command(*command)
-        except (redis.RedisError, TimeoutError, OSError) as exc:
-            health.failed()
-            failure = f"redis (inbox + broker): {type(exc).__name__}"
+            packed = pack_command(command)
         except Exception as exc:  # every waiter must be answered
             log.exception("receiver: the loop hand-off failed")
-            failure = f"hand-off: {type(exc).__name__}"
+            _answer(group, f"hand-off: {type(exc).__name__}")
+            return
+        if self.pipe.connected:
+            self.pipe.send(packed, functools.partial(self._settle, group, packed, False))
         else:
-            health.ok()
-        for _, future in group:
-            if future.done():
-                continue
-            if failure is None:
-                future.set_result(None)
-            else:
-                future.set_exception(EnqueueUnavailable(failure))
+            self._connect_then_send(group, packed, retried=False)
+
+    def _connect_then_send(
+        self, group: list[tuple[Batch, asyncio.Future[None]]], packed: bytes, *, retried: bool
+    ) -> None:
+        async def connect_then_send() -> None:
+            try:
+                await self.pipe.connect()
+                self.pipe.send(packed, functools.partial(self._settle, group, packed, True))
+            except (OSError, TimeoutError) as exc:  # ConnectionError is an OSError
+                self._settle(group, packed, True, exc)
+
+        task = asyncio.ensure_future(connect_then_send())
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    def _settle(
+        self,
+        group: list[tuple[Batch, asyncio.Future[None]]],
+        packed: bytes,
+        retried: bool,
+        reply: Any,
+    ) -> None:
+        """The EVAL's reply (or failure) for every waiting request of `group`."""
+        from worker.redis_pipe import ReplyError
+
+        health = self.enqueuer.health
+        if (
+            isinstance(reply, ConnectionError)
+            and not retried
+            and any(not future.done() for _, future in group)
+        ):
+            self._connect_then_send(group, packed, retried=True)
+            return
+        if isinstance(reply, BaseException):
+            health.failed()
+            name = "ResponseError" if isinstance(reply, ReplyError) else type(reply).__name__
+            _answer(group, f"redis (inbox + broker): {name}")
+            return
+        health.ok()
+        _answer(group, None)
 
     def _envelopes(self) -> EnvelopeTemplate | None:
         if not self._template_tried:
@@ -669,5 +666,16 @@ class AsyncSubmitter:
         return self._template
 
     async def close(self) -> None:
-        """Close the loop's connections (the pool is ours: redis.asyncio would keep it)."""
-        await self.client.aclose(close_connection_pool=True)
+        """Close the loop's connection (waiting requests get a 503)."""
+        self.pipe.close()
+
+
+def _answer(group: list[tuple[Batch, asyncio.Future[None]]], failure: str | None) -> None:
+    """Each still-waiting request of `group`: done, or EnqueueUnavailable(failure)."""
+    for _, future in group:
+        if future.done():
+            continue
+        if failure is None:
+            future.set_result(None)
+        else:
+            future.set_exception(EnqueueUnavailable(failure))

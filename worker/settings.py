@@ -281,7 +281,8 @@ class Settings(BaseModel):
     # publishes the message, with Flower's "sent" event, after the inbox write).
     receiver_direct_publish: bool = Field(True, alias="RECEIVER_DIRECT_PUBLISH")
     # fast (issue 14): under the shipped BufferingWorker, webhook POSTs are answered on the
-    # event loop, the common hand-off awaited with redis.asyncio (false: on the threads).
+    # event loop, the common hand-off awaited on the loop's own Redis connection (false: on
+    # the threads).
     receiver_async_handoff: bool = Field(True, alias="RECEIVER_ASYNC_HANDOFF")
     # fast (issue 14): the master's name when REDIS_URL is sentinel://host:26379[,host:port]/db.
     redis_sentinel_master: str | None = Field(None, alias="REDIS_SENTINEL_MASTER")
