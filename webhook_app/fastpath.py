@@ -60,6 +60,7 @@ class WebhookFastPath:
         # path -> source module; its SOURCE is read at each request, as the views read it.
         self.routes = {module.SOURCE.path: module for module in modules if module.SOURCE.path}
         self._async_submitter: AsyncSubmitter | None = None
+        self._accepted: dict[tuple[int, int, int], Answer] = {}
 
     @classmethod
     def install(cls, app: Flask, modules: Iterable[HasSource]) -> None:
@@ -146,7 +147,15 @@ class WebhookFastPath:
         return source, self.app.extensions[EXTENSION], req, accepted, refused
 
     def _accepted_json(self, batch: Batch) -> Answer:
-        return self._json(200, {"status": "accepted", **batch.summary()})
+        summary = batch.summary()
+        key = (summary["accepted"], summary["dead_lettered"], summary["ignored"])
+        answer = self._accepted.get(key)
+        if answer is None:
+            answer = self._json(200, {"status": "accepted", **summary})
+            if len(self._accepted) < 256:  # the common answers, rendered once
+                self._accepted[key] = answer
+        status, headers, body = answer
+        return status, list(headers), body
 
     def _refused_json(self, err: ReceiverError) -> Answer:
         status, headers, body = self._json(err.status, err.body())

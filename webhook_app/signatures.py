@@ -24,6 +24,9 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from werkzeug.datastructures import EnvironHeaders
+from werkzeug.datastructures import Headers as WerkzeugHeaders
+
 HUBSPOT_WINDOW_MS = 300_000
 STANDARD_WEBHOOKS_TOLERANCE_S = 300
 
@@ -62,7 +65,11 @@ class SignatureError(Exception):
         self.message = message
 
 
-def _lower_keys(headers: Headers) -> dict[str, str]:
+def _lower_keys(headers: Headers) -> Mapping[str, str] | EnvironHeaders | WerkzeugHeaders:
+    """`headers` looked up by lower-case name: werkzeug's own (a request's) already are
+    (copying a request's every header costs more than the checks, issue 14)."""
+    if isinstance(headers, EnvironHeaders | WerkzeugHeaders):
+        return headers
     return {k.lower(): v for k, v in headers.items()}
 
 

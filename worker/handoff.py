@@ -436,17 +436,18 @@ class Enqueuer:
     @staticmethod
     def _increments(source: str, batch: Batch) -> list[tuple[str, int]]:
         """The request's counter increments: (hash field in COUNTERS_KEY, amount > 0)."""
-        out = [
-            (_field("webhooks_received", source), 1),
-            (_field("events_enqueued", source), len(batch.events)),
-            (_field("events_invalid", source), len(batch.rejected)),
-            (Metrics.field("dead_lettered", reason=INVALID_EVENT), len(batch.rejected)),
-        ]
+        out = [(_field("webhooks_received", source), 1)]
+        if batch.events:
+            out.append((_field("events_enqueued", source), len(batch.events)))
+        if batch.rejected:
+            out.append((_field("events_invalid", source), len(batch.rejected)))
+            out.append((Metrics.field("dead_lettered", reason=INVALID_EVENT), len(batch.rejected)))
         out += [
             (Metrics.field("events_ignored", source=source, kind=object_type), count)
             for object_type, count in batch.ignored.items()
+            if count
         ]
-        return [(name, amount) for name, amount in out if amount]
+        return out
 
     def count_refusal(self, source: str, code: str) -> None:
         """Best effort: count a refused request (never raises; skipped while Redis is unhealthy)."""
