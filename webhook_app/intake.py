@@ -95,11 +95,23 @@ def accepted_json(batch: Batch) -> Response:
     return jsonify({"status": "accepted", **batch.summary()})
 
 
+# The environ key under which a server that has read the whole body already (de-chunked,
+# at most the limit + 1 bytes: webhook_app.serving.BufferedWSGI) passes it as bytes.
+BODY_KEY = "leadlex_sync.body"
+
+
 def _read_body(receiver: Receiver, req: Request) -> bytes:
     limit = receiver.settings.max_body_bytes
     if req.content_length is not None and req.content_length > limit:
         # Refused from the header alone: the body is never read.
         raise ReceiverError(413, "payload_too_large", f"request body is larger than {limit} bytes")
+    read: bytes | None = req.environ.get(BODY_KEY)
+    if read is not None:
+        if len(read) > limit:
+            raise ReceiverError(
+                413, "payload_too_large", f"request body is larger than {limit} bytes"
+            )
+        return read
     if req.content_length is None and req.environ.get("wsgi.input_terminated"):
         # Chunked upload: read at most limit + 1 bytes ourselves. (Werkzeug's limited
         # stream stops silently at MAX_CONTENT_LENGTH, which would truncate the body.)

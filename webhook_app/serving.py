@@ -41,7 +41,7 @@ from typing import Any, Protocol, runtime_checkable
 from gunicorn.asgi import protocol as gunicorn_protocol
 from gunicorn.workers import gasgi
 
-from webhook_app.intake import EXTENSION
+from webhook_app.intake import BODY_KEY, EXTENSION
 
 DEFAULT_READ_SECONDS = 10.0
 DEFAULT_MAX_BODY_BYTES = 1_048_576
@@ -103,6 +103,7 @@ def _environ(scope: Scope, body: bytes, chunked: bool) -> dict[str, Any]:
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": scope.get("scheme", "http"),
         "wsgi.input": BytesIO(body),
+        BODY_KEY: body,  # the same bytes, for the receiver's checks (no stream to wrap)
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": True,
         "wsgi.multiprocess": True,
