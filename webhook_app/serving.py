@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,9 @@ DEFAULT_MAX_BODY_BYTES = 1_048_576
 # Webhook POSTs with a larger body are answered on the threads, not on the event loop: a
 # 1 MiB JSON parse (tens of ms) would stall every other connection of the worker.
 DEFAULT_LOOP_BODY_BYTES = 65_536
+# With several workers, one that has just accepted a connection while more wait leaves
+# the listening socket to the others this long (BalancedAcceptLoop).
+ACCEPT_PAUSE_SECONDS = 0.0005
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
@@ -362,9 +366,22 @@ class BalancedAcceptLoop(asyncio.SelectorEventLoop):
     worker to wake takes them all and the other workers sit idle (one core serves them).
     Taking one and going back to the selector lets every worker's loop, woken by the same
     event, take its turn (nginx's `multi_accept off`). Nothing else changes: the kernel
-    backlog, the protocol and the transports are asyncio's own."""
+    backlog, the protocol and the transports are asyncio's own.
+
+    That alone still left a phase on one worker now and then: a worker not scheduled
+    while the other takes the whole queue, one per wake, in ~100 µs. So with `accept_pause`
+    > 0 (BufferingWorker sets it when there are several workers), a loop that has just
+    taken a connection while more are still waiting stops watching the listening socket
+    for that long, leaving the queue to the others; with nobody else taking them it takes
+    the next one after the pause. A lone connection is never delayed, and a single worker
+    never pauses."""
 
     accepts_per_wake = 1
+    accept_pause = 0.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._took_one = False
 
     def _accept_connection(
         self,
@@ -376,6 +393,7 @@ class BalancedAcceptLoop(asyncio.SelectorEventLoop):
         *rest: Any,
         **kwargs: Any,
     ) -> None:
+        self._took_one = False
         super()._accept_connection(  # type: ignore[misc]
             protocol_factory,
             sock,
@@ -385,6 +403,36 @@ class BalancedAcceptLoop(asyncio.SelectorEventLoop):
             *rest,
             **kwargs,
         )
+        if self._took_one and self.accept_pause > 0 and _waiting(sock):
+            fd = sock.fileno()
+            self._remove_reader(fd)  # type: ignore[attr-defined]
+            self.call_later(
+                self.accept_pause,
+                self._resume_accepting,
+                fd,
+                (protocol_factory, sock, sslcontext, server, backlog, *rest),
+                kwargs,
+            )
+
+    def _accept_connection2(self, *args: Any, **kwargs: Any) -> Any:
+        # asyncio calls this (making the coroutine that sets the connection up) once per
+        # connection it accepted.
+        self._took_one = True
+        return super()._accept_connection2(*args, **kwargs)  # type: ignore[misc]
+
+    def _resume_accepting(self, fd: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        sock = args[1]
+        if self.is_closed() or sock.fileno() != fd:  # the server closed meanwhile
+            return
+        self._add_reader(fd, self._accept_connection, *args, **kwargs)  # type: ignore[attr-defined]
+
+
+def _waiting(sock: Any) -> bool:
+    """True when the listening socket has a connection waiting to be accepted."""
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):  # closed meanwhile
+        return False
 
 
 class BufferingWorker(gasgi.ASGIWorker):
@@ -394,6 +442,8 @@ class BufferingWorker(gasgi.ASGIWorker):
         """asyncio's loop with balanced accepts (BalancedAcceptLoop); not uvloop, whose
         accept loop cannot be bounded (the receiver does not install it)."""
         self.loop = BalancedAcceptLoop()
+        if self.cfg.workers > 1:
+            self.loop.accept_pause = ACCEPT_PAUSE_SECONDS
         asyncio.set_event_loop(self.loop)
 
     @classmethod

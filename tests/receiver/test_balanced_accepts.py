@@ -146,3 +146,64 @@ async def _settle() -> None:
 
     for _ in range(5):
         await asyncio.sleep(0)
+
+
+def _accept_times(pause: float, opens: list[float]) -> list[float]:
+    """A real asyncio server on BalancedAcceptLoop(accept_pause=pause); a client connection
+    opened at each offset in `opens` (seconds); when each was accepted (seconds from start)."""
+    import asyncio
+
+    loop = BalancedAcceptLoop()
+    loop.accept_pause = pause
+    accepted: list[float] = []
+    clients: list[socket.socket] = []
+    transports: list[asyncio.BaseTransport] = []
+
+    class Note(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            accepted.append(time.monotonic() - started)
+            transports.append(transport)
+
+    async def run() -> None:
+        server = await loop.create_server(Note, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        for offset in opens:
+            await asyncio.sleep(max(0.0, started + offset - time.monotonic()))
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        deadline = time.monotonic() + 5
+        while len(accepted) < len(opens) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        for transport in transports:
+            transport.close()
+        server.close()
+        await server.wait_closed()
+
+    started = time.monotonic()
+    try:
+        loop.run_until_complete(run())
+    finally:
+        for client in clients:
+            client.close()
+        loop.close()
+    return accepted
+
+
+def test_a_loop_that_took_one_while_more_wait_pauses_before_the_next() -> None:
+    """Three connections waiting at once: one, then each next one only after the pause
+    (the time the other workers get to take them)."""
+    pause = 0.1
+    times = _accept_times(pause, [0.0, 0.0, 0.0])
+    assert len(times) == 3, times
+    assert times[1] - times[0] >= pause * 0.9, times
+    assert times[2] - times[1] >= pause * 0.9, times
+
+
+def test_a_lone_connection_is_never_delayed() -> None:
+    """Nothing else waiting: no pause, so a connection opened later is taken at once, as
+    are all of them without a pause (one worker)."""
+    times = _accept_times(0.3, [0.0, 0.05])
+    assert len(times) == 2, times
+    assert times[1] - 0.05 < 0.2, times
+    burst = _accept_times(0.0, [0.0, 0.0, 0.0])
+    assert len(burst) == 3, burst
+    assert burst[2] - burst[0] < 0.2, burst
