@@ -347,3 +347,51 @@ def test_a_half_name_staged_after_the_whole_one_was_sent_is_not_sent(
     assert pipeline.flush(rt, cid).outcome == "noop"
     assert sandbox.contact(cid)["full_name"] == "Amy Zed"
     assert len(sandbox.patches(cid)) == patches
+
+
+# ---- what the chaos run found: a newer value that cannot be sent hid an older valid one ----------
+@pytest.mark.parametrize("order", ["in order", "newer first"])
+def test_the_newest_valid_phone_wins_whatever_the_arrival_order(
+    rt: pipeline.Runtime, sandbox: Sandbox, order: str
+) -> None:
+    """Issue 14 (seed 1301): HubSpot record h12 set a valid phone at t1, then at t2 text that
+    is no phone number ("ask for h12 12"); t2's event arrived first. It goes to the dead
+    letters (invalid_phone) either way; t1's value, the newest LeadLex can hold, reached
+    LeadLex in arrival order but was dropped as older than the record's snapshot when it
+    came second, so Salesforce's older phone stayed."""
+    cid = sandbox.seed(full_name="Seed")
+    rt.state.set_links([("salesforce", "", "003P", cid), ("hubspot", "", "512", cid)])
+    older = _event("salesforce", "003P", 1000, "p0", Phone="+44 20 7946 6893")
+    assert _step(rt, cid, older) == "sent"
+    valid = _event("hubspot", "512", 2000, "p1", phone="+44 20 7946 7207")
+    invalid = _event("hubspot", "512", 3000, "p2", phone="ask for h12 12")
+    for event in [valid, invalid] if order == "in order" else [invalid, valid]:
+        pipeline.ingest(rt, event)
+    assert pipeline.flush(rt, cid).outcome == "sent"
+    assert sandbox.contact(cid)["phone"] == "+442079467207"
+    letters = list(rt.dlq.iter("invalid_phone"))
+    assert [letter.payload["changes"] for letter in letters] == [{"phone": "ask for h12 12"}]
+    # A newer valid value still wins over both.
+    assert _step(rt, cid, _event("hubspot", "512", 4000, "p3", phone="+44 20 7946 7000")) == "sent"
+    assert sandbox.contact(cid)["phone"] == "+442079467000"
+
+
+def test_an_unchanged_unsendable_value_of_a_whole_record_is_dead_lettered_once(
+    rt: pipeline.Runtime, sandbox: Sandbox
+) -> None:
+    """Salesforce sends the whole record each time: a phone that cannot be sent and does not
+    change is refused with its own edit, not again with every later edit of the record."""
+    cid = sandbox.seed(full_name="Seed")
+    rt.state.set_links([("salesforce", "", "003Q", cid)])
+    first = dataclasses.replace(
+        _event("salesforce", "003Q", 1000, "q1", Phone="call the office", Title="CTO"),
+        whole_record=True,
+    )
+    second = dataclasses.replace(
+        _event("salesforce", "003Q", 2000, "q2", Phone="call the office", Title="CEO"),
+        whole_record=True,
+    )
+    for event in (first, second):
+        assert _step(rt, cid, event) == "sent"
+    assert sandbox.contact(cid)["job_title"] == "CEO"
+    assert len(list(rt.dlq.iter("invalid_phone"))) == 1

@@ -218,6 +218,8 @@ def _take(
         and snapshot[name][1] == event.occurred_at_ms
         and seqs.get(name, 0) == event.seq
     ]
+    if len(current) < len(event.changes):
+        current += _under_unsendable(rt, event, snapshot, seqs)
     stale = len(event.changes) - len(current)
     view = dict(snapshot)
     for name in current:
@@ -281,6 +283,33 @@ def _take(
         seqs=row_seqs(rows, snapshot, seqs, event.occurred_at_ms, event.seq, result.composed),
     )
     return contact, call
+
+
+def _under_unsendable(
+    rt: Runtime,
+    event: ChangeEvent,
+    snapshot: Mapping[str, tuple[str | None, int]],
+    seqs: Mapping[str, int],
+) -> list[str]:
+    """The event's fields that a newer value of the record hides, where LeadLex cannot hold
+    that newer value (the mapping refuses it: an `invalid_phone`, already dead-lettered by
+    its own event). The event's value is then the newest LeadLex can hold, and it is staged
+    as if current, so the outcome does not depend on arrival order (in order, it was staged
+    before the refused one came; chaos seed 1301). Staging's time rule still keeps any
+    newer value staged or applied. Composed fields (full_name) are left to their own rule."""
+    mine = (event.occurred_at_ms, event.seq)
+    hidden = [
+        name
+        for name in event.changes
+        if name in snapshot and (snapshot[name][1], seqs.get(name, 0)) > mine
+    ]
+    if not hidden:
+        return []
+    check = map_record(rt.mapping, event.source, event.object_type, snapshot, hidden)
+    refused = {
+        rej.crm_field.casefold() for rej in check.rejected if "+" not in rej.crm_field
+    }
+    return [name for name in hidden if name.casefold() in refused]
 
 
 def row_seqs(
