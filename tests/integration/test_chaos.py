@@ -395,3 +395,19 @@ def test_an_unchanged_unsendable_value_of_a_whole_record_is_dead_lettered_once(
         assert _step(rt, cid, event) == "sent"
     assert sandbox.contact(cid)["job_title"] == "CEO"
     assert len(list(rt.dlq.iter("invalid_phone"))) == 1
+
+
+def test_an_older_phone_arriving_after_a_newer_clear_is_still_sent(
+    rt: pipeline.Runtime, sandbox: Sandbox
+) -> None:
+    """A clear is never sent (clear_policy "skip"): in order, the older value was staged and
+    kept; arriving after the clear it was dropped as stale. Same outcome both ways now."""
+    cid = sandbox.seed(full_name="Seed")
+    rt.state.set_links([("salesforce", "", "003R", cid), ("hubspot", "", "513", cid)])
+    older = _event("salesforce", "003R", 1000, "r0", Phone="+44 20 7946 6893")
+    assert _step(rt, cid, older) == "sent"
+    cleared = dataclasses.replace(_event("hubspot", "513", 3000, "r2"), changes={"phone": None})
+    pipeline.ingest(rt, cleared)
+    pipeline.ingest(rt, _event("hubspot", "513", 2000, "r1", phone="+44 20 7946 7207"))
+    assert pipeline.flush(rt, cid).outcome == "sent"
+    assert sandbox.contact(cid)["phone"] == "+442079467207"

@@ -289,3 +289,23 @@ def test_phone_uses_configured_region(tmp_path: Path) -> None:
         load_mapping(path), "hubspot", "contact", snap(phone="020 7946 0958"), ["phone"]
     )
     assert result.fields["phone"].value == "+442079460958"
+
+
+def test_unsendable_names_refused_or_cleared_single_fields_only(cfg: MappingConfig) -> None:
+    """`unsendable`: the fields whose snapshot value LeadLex cannot be given (refused or
+    cleared), among single-target mapped fields; never name parts, notes or unmapped ones."""
+    from worker.mapping import unsendable
+
+    values = {
+        "phone": ("ask for h12 12", 300),
+        "email": (None, 300),
+        "jobtitle": ("CTO", 300),
+        "firstname": (None, 300),
+        "leadlex_notes": (None, 300),
+        "favorite_color": (None, 300),
+    }
+    assert unsendable(cfg, "hubspot", "contact", values, list(values)) == {"phone", "email"}
+    # Salesforce: case as the CRM names it; an unknown object type has none.
+    sf = {"Phone": ("n/a", 1), "Title": ("CTO", 1)}
+    assert unsendable(cfg, "salesforce", "contact", sf, ["Phone", "Title"]) == {"Phone"}
+    assert unsendable(cfg, "salesforce", "task", sf, ["Phone"]) == set()

@@ -73,6 +73,7 @@ from worker.mapping.record import (
     MappingResult,
     Rejection,
     map_record,
+    unsendable,
 )
 
 __all__ = [
@@ -94,4 +95,5 @@ __all__ = [
     "normalize_linkedin_url",
     "normalize_phone",
     "notes_delta",
+    "unsendable",
 ]

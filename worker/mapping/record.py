@@ -303,3 +303,33 @@ def _email(run: _Run) -> str | None:
         return normalize_email(best.text)
     except ValueError:
         return None
+
+
+def unsendable(
+    cfg: MappingConfig,
+    source: str,
+    object_type: str,
+    snapshot: Snapshot,
+    names: Iterable[str],
+) -> set[str]:
+    """The CRM fields of `names` whose value in `snapshot` LeadLex cannot be given: refused
+    by the mapping (an invalid phone, email, LinkedIn URL) or cleared (clear_policy "skip"),
+    for fields mapped to one LeadLex field of their own (not the name parts, which compose
+    full_name, nor notes). The pipeline stages an older value of such a field that arrives
+    after it, as it would have kept that value had it arrived first."""
+    om = cfg.objects.get((source, object_type))
+    if om is None:
+        return set()
+    fold = om.case_insensitive
+    candidates = []
+    for name in dict.fromkeys(names):
+        target = om.targets.get(name.lower() if fold else name)
+        if target is not None and target not in _NAME_PARTS:
+            candidates.append(name)
+    if not candidates:
+        return set()
+    result = map_record(cfg, source, object_type, snapshot, candidates)
+    out = set(result.skipped)
+    out.update(rej.crm_field for rej in result.rejected)
+    return {name for name in candidates if name in out}
+

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 from worker.events import ChangeEvent, clamp_future
-from worker.mapping import map_record
+from worker.mapping import map_record, unsendable
 from worker.metrics import Metrics
 from worker.pipeline.lifecycle import LIFECYCLE_KINDS, apply_lifecycle
 from worker.pipeline.linking import replay_parked
@@ -291,12 +291,12 @@ def _under_unsendable(
     snapshot: Mapping[str, tuple[str | None, int]],
     seqs: Mapping[str, int],
 ) -> list[str]:
-    """The event's fields that a newer value of the record hides, where LeadLex cannot hold
-    that newer value (the mapping refuses it: an `invalid_phone`, already dead-lettered by
-    its own event). The event's value is then the newest LeadLex can hold, and it is staged
-    as if current, so the outcome does not depend on arrival order (in order, it was staged
-    before the refused one came; chaos seed 1301). Staging's time rule still keeps any
-    newer value staged or applied. Composed fields (full_name) are left to their own rule."""
+    """The event's fields that a newer value of the record hides, where LeadLex cannot be
+    given that newer value (`mapping.unsendable`: refused, e.g. an `invalid_phone` its own
+    event dead-lettered, or cleared under clear_policy "skip"). The event's value is then
+    the newest LeadLex can hold and is staged as if current, so the outcome does not
+    depend on arrival order (in order, it was staged before the newer one came and kept;
+    chaos seed 1301). Staging's time rule still keeps anything newer staged or applied."""
     mine = (event.occurred_at_ms, event.seq)
     hidden = [
         name
@@ -305,11 +305,8 @@ def _under_unsendable(
     ]
     if not hidden:
         return []
-    check = map_record(rt.mapping, event.source, event.object_type, snapshot, hidden)
-    refused = {
-        rej.crm_field.casefold() for rej in check.rejected if "+" not in rej.crm_field
-    }
-    return [name for name in hidden if name.casefold() in refused]
+    refused = unsendable(rt.mapping, event.source, event.object_type, snapshot, hidden)
+    return [name for name in hidden if name in refused]
 
 
 def row_seqs(
