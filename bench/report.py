@@ -785,7 +785,10 @@ def render_markdown(results: dict[str, Any], images: dict[str, str], series_draw
             f"{rec.get('connections')} keep-alive connections, {rec.get('seconds_per_phase')} s "
             "per phase. The yardstick is a bare WSGI app under the same gunicorn settings given "
             "the same POST; the receiver verifies the HubSpot v3 signature, parses, and "
-            "enqueues one Celery message in Redis per request before answering.",
+            "records the event in the inbox and an ingest message in Redis before answering "
+            "(webhooks answered on one turn of a worker's event loop share one message: "
+            f"{_fmt(dig(rec, 'singles', 'requests_per_message'))} 1-event requests per "
+            "message in the singles phase).",
             "",
         ]
         cpu = rec.get("cpu_us_per_request") or {}
