@@ -40,6 +40,7 @@ from typing import Any
 
 import redis
 from celery import Celery
+from hiredis import pack_command
 from kombu import pools
 
 from worker.batch import Batch
@@ -47,6 +48,7 @@ from worker.broker_wire import EnvelopeTemplate, task_envelope
 from worker.celery_app import QUEUE_INGEST
 from worker.deadletter import DeadLetters, warn_trimmed
 from worker.metrics import COUNTERS_KEY, Metrics
+from worker.redis_pipe import RedisPipe, ReplyError
 from worker.state import INBOX, INBOX_AT, inbox_add
 
 log = logging.getLogger("leadlex_sync.receiver")
@@ -485,8 +487,6 @@ def _loop_connection_kwargs(client: redis.Redis) -> dict[str, Any] | None:
 
 # At most this many events in one grouped EVAL of the loop path (AsyncSubmitter).
 GROUP_EVENTS = 100
-# Connection settings carried over from the blocking client (everything else: defaults).
-_CARRIED = ("host", "port", "path", "db", "username", "password")
 # The loop's connections, as `CLIENT LIST` shows them.
 LOOP_CLIENT_NAME = "leadlex-sync-receiver-loop"
 
@@ -523,8 +523,6 @@ class AsyncSubmitter:
     def __init__(
         self, enqueuer: Enqueuer, timeout: float, group_events: int = GROUP_EVENTS
     ) -> None:
-        from worker.redis_pipe import RedisPipe
-
         settings = _loop_connection_kwargs(enqueuer.redis)
         if settings is None:
             raise ValueError("the receiver's Redis connection cannot be opened on the loop")
@@ -593,8 +591,6 @@ class AsyncSubmitter:
 
     def _send(self, source: str, group: list[tuple[Batch, asyncio.Future[None]]]) -> None:
         """One EVAL for `group`, on the open connection (or once connected)."""
-        from hiredis import pack_command
-
         batches = [batch for batch, _ in group]
         try:
             events = [e.to_dict() for batch in batches for e in batch.events]
@@ -609,11 +605,13 @@ class AsyncSubmitter:
         if self.pipe.connected:
             self.pipe.send(packed, functools.partial(self._settle, group, packed, False))
         else:
-            self._connect_then_send(group, packed, retried=False)
+            self._connect_then_send(group, packed)
 
     def _connect_then_send(
-        self, group: list[tuple[Batch, asyncio.Future[None]]], packed: bytes, *, retried: bool
+        self, group: list[tuple[Batch, asyncio.Future[None]]], packed: bytes
     ) -> None:
+        """Connect, then send; a failure on a fresh connection is not retried."""
+
         async def connect_then_send() -> None:
             try:
                 await self.pipe.connect()
@@ -633,15 +631,13 @@ class AsyncSubmitter:
         reply: Any,
     ) -> None:
         """The EVAL's reply (or failure) for every waiting request of `group`."""
-        from worker.redis_pipe import ReplyError
-
         health = self.enqueuer.health
         if (
             isinstance(reply, ConnectionError)
             and not retried
             and any(not future.done() for _, future in group)
         ):
-            self._connect_then_send(group, packed, retried=True)
+            self._connect_then_send(group, packed)
             return
         if isinstance(reply, BaseException):
             health.failed()

@@ -187,3 +187,36 @@ def redis_server_private() -> Iterator[RedisServer]:
         yield server
     finally:
         server.cleanup()
+
+
+def test_a_connection_lost_with_the_eval_unanswered_is_tried_once_more(
+    fast: WebhookFastPath, redis_client: redis.Redis
+) -> None:
+    """Redis holds writes; the loop's connection is killed with the group's EVAL waiting on
+    it (never run). The group is sent again on a new connection, and the webhook is
+    answered 200 once Redis takes writes again (within RECEIVER_REDIS_TIMEOUT_SECONDS,
+    0.5 s): its event recorded once."""
+    from worker.handoff import LOOP_CLIENT_NAME
+
+    request = _hubspot(dumps([hubspot_event(eventId=600, objectId=84_000)]))
+
+    async def held() -> tuple[Answer, dict[str, Any]]:
+        submitter = fast._submitter(fast.app.extensions[EXTENSION])
+        await submitter.pipe.connect()
+        redis_client.execute_command("CLIENT", "PAUSE", 300, "WRITE")
+        task = asyncio.ensure_future(fast.respond_async(_environ_of(request), _no_threads))
+        await asyncio.sleep(0.1)  # flushed: the EVAL waits in Redis
+        (loop_client,) = [
+            c for c in redis_client.client_list() if c.get("name") == LOOP_CLIENT_NAME
+        ]
+        redis_client.execute_command("CLIENT", "KILL", "ID", loop_client["id"])
+        try:
+            return await task, loop_client
+        finally:
+            await submitter.close()
+
+    (status, _, body), killed = asyncio.run(held())
+    assert killed["cmd"] == "eval", killed  # the EVAL was the one held when killed
+    assert status == 200, body
+    assert redis_client.hlen(INBOX) == 1
+    assert [len(refs) for refs in ingest_refs(redis_client)] == [1]
