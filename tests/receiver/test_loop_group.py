@@ -1,8 +1,9 @@
 """Group commit on the event loop (AsyncSubmitter, issue 14): the webhook POSTs that reach
 their hand-off in the same loop iteration share one EVAL per source, on the test's private
 Redis: every event lands in the inbox, one ingest message names them all, each request's
-counters are summed, every request is answered with the group's outcome, and a request
-whose wait timed out before the flush is left out."""
+counters are summed, every request is answered with the group's outcome, a request whose
+wait timed out before the flush is left out, and a group whose connection was lost with
+its EVAL unanswered is sent once more on a new connection."""
 
 from __future__ import annotations
 
