@@ -183,6 +183,37 @@ def test_late_apply_after_a_timeout_is_not_appended_twice(make_rt: Any, sandbox:
     assert sandbox.contact(cid)["notes"] == "[HubSpot] A\n[HubSpot] B\n[HubSpot] C"
 
 
+def test_a_write_stalled_before_its_patch_is_settled_from_when_it_left(
+    make_rt: Any, sandbox: Sandbox
+) -> None:
+    """Found by the short CDC chaos run (seed 7): a notes flush stalled 16 s between building
+    its write and arming it (a GC or VM pause; the chaos seam), then its PATCH was answered
+    503 and applied 5 s later. The write's `sent_at` had been stamped before the stall, so
+    the flush that took over could settle at once: its GET came before the late apply, saw
+    nothing new, and sent the note again, appended twice. `sent_at` is stamped when the
+    write is armed, right before the PATCH: the settle waits past the late apply."""
+    rt = make_rt()
+    cid = _linked(rt, sandbox, "905", full_name="Grace Hopper")
+    pipeline.ingest(rt, _event("905", leadlex_notes="A"))
+    _drain(rt, cid)
+    stalls: list[str] = []
+
+    def stall_once(point: str, contact: str) -> None:
+        if point == "before_arm" and not stalls:
+            stalls.append(contact)
+            rt.clock.offset += TIMEOUT + GRACE + 5  # type: ignore[attr-defined]
+
+    rt.seam = stall_once
+    sandbox.faults(late_apply_seconds=1.5, late_apply_answer="error", late_apply_writes=1)
+    pipeline.ingest(rt, _event("905", leadlex_notes="A\nB"))
+    assert pipeline.flush(rt, cid).outcome in NOT_KNOWN
+    assert stalls == [cid]
+    assert pipeline.flush(rt, cid).outcome == "settle_wait"  # not settled before it landed
+    _drain(rt, cid)
+    assert sandbox.contact(cid)["notes"] == "[HubSpot] A\n[HubSpot] B"
+    assert len(_note_patches(sandbox, cid, "[HubSpot] B")) == 1
+
+
 def test_late_apply_with_honoured_idempotency_is_exactly_once(
     make_rt: Any, sandbox: Sandbox
 ) -> None:

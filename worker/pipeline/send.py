@@ -27,6 +27,10 @@ def send(
     st = rt.state
     body: dict[str, str] = intent["body"]
     rt.seam("before_arm", contact)
+    # When the write leaves, not when it was prepared: a flush stalled in between (GC or
+    # VM pause) would otherwise let the settle of an unknown outcome come before a late
+    # apply of this very write could land (a note appended twice; found by the chaos run).
+    intent["sent_at"] = rt.clock()
     if not st.arm(contact, token, intent, flush_lease_seconds(rt)):
         rt.budget.release(grant)
         rt.metrics.incr("flushes_fenced")
