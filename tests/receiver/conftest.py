@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 from tests.receiver.senders import make_settings
 from webhook_app import create_app
 from webhook_app.intake import EXTENSION
+from worker.embedded_redis import RedisServer
 from worker.settings import Settings
 
 
@@ -37,3 +38,10 @@ def app(settings: Settings) -> Iterator[Flask]:
 def client(app: Flask) -> FlaskClient:
     """A test client for the receiver app."""
     return app.test_client()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, which it may kill, restart or reconfigure."""
+    with RedisServer(appendonly=False) as server:
+        yield server

@@ -105,35 +105,23 @@ def test_requests_of_one_iteration_share_one_eval_per_source(
 def test_a_group_is_at_most_group_events_events(
     fast: WebhookFastPath, redis_client: redis.Redis
 ) -> None:
-    async def run() -> list[Answer]:
-        fast._submitter(fast.app.extensions[EXTENSION]).group_events = 4
-        requests = [
-            _hubspot(dumps([hubspot_event(eventId=300 + n, objectId=81_000 + n)]))
-            for n in range(10)
-        ]
-        try:
-            return list(
-                await asyncio.gather(
-                    *(fast.respond_async(_environ_of(r), _no_threads) for r in requests)
-                )
-            )
-        finally:
-            assert fast._async_submitter is not None
-            await fast._async_submitter.close()
-
-    answers = asyncio.run(run())
+    fast._submitter(fast.app.extensions[EXTENSION]).group_events = 4
+    requests = [
+        _hubspot(dumps([hubspot_event(eventId=300 + n, objectId=81_000 + n)])) for n in range(10)
+    ]
+    answers = _answer_all(fast, requests)
     assert [status for status, _, _ in answers] == [200] * 10
     assert sorted(len(refs) for refs in ingest_refs(redis_client)) == [2, 4, 4]
     assert redis_client.hlen(INBOX) == 10
 
 
 def test_a_failed_group_answers_every_request_503_and_writes_nothing(
-    redis_server_private: RedisServer,
+    own_redis: RedisServer,
 ) -> None:
-    app: Flask = create_app(make_settings(redis_server_private.url))
+    app: Flask = create_app(make_settings(own_redis.url))
     fast = app.wsgi_app
     assert isinstance(fast, WebhookFastPath)
-    redis_server_private.kill()  # down before the flush: the group's EVAL fails
+    own_redis.kill()  # down before the flush: the group's EVAL fails
     requests = [
         _hubspot(dumps([hubspot_event(eventId=400 + n, objectId=82_000 + n)])) for n in range(5)
     ]
@@ -144,8 +132,8 @@ def test_a_failed_group_answers_every_request_503_and_writes_nothing(
     assert [status for status, _, _ in answers] == [503] * 5
     codes = {json.loads(body)["error"]["code"] for _, _, body in answers}
     assert codes == {"broker_unavailable"}
-    redis_server_private.start()
-    client = redis.Redis.from_url(redis_server_private.url)
+    own_redis.start()
+    client = redis.Redis.from_url(own_redis.url)
     assert client.hlen(INBOX) == 0
     assert ingest_refs(client) == []
 
@@ -179,15 +167,6 @@ def test_a_request_whose_wait_timed_out_is_left_out_of_the_group(
     assert len(refs) == 1
     assert len(refs[0]) == 1
     assert redis_client.hlen(INBOX) == 1
-
-
-@pytest.fixture
-def redis_server_private() -> Iterator[RedisServer]:
-    server = RedisServer(appendonly=False).start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 def test_a_connection_lost_with_the_eval_unanswered_is_tried_once_more(

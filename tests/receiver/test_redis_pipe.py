@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,6 @@ from hiredis import pack_command
 
 from worker.embedded_redis import RedisServer, redis_argv
 from worker.redis_pipe import RedisPipe, ReplyError
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    started = RedisServer(appendonly=False).start()
-    try:
-        yield started
-    finally:
-        started.cleanup()
 
 
 def _call(pipe: RedisPipe, *commands: tuple[Any, ...]) -> list[Any]:
@@ -50,9 +40,9 @@ def _call(pipe: RedisPipe, *commands: tuple[Any, ...]) -> list[Any]:
 
 
 def test_replies_come_in_order_and_an_error_reply_does_not_break_the_stream(
-    server: RedisServer,
+    own_redis: RedisServer,
 ) -> None:
-    pipe = RedisPipe(port=server.port, db=3, name="pipe-test")
+    pipe = RedisPipe(port=own_redis.port, db=3, name="pipe-test")
     replies = _call(
         pipe,
         ("SET", "a", "1"),
@@ -66,13 +56,13 @@ def test_replies_come_in_order_and_an_error_reply_does_not_break_the_stream(
     assert isinstance(replies[2], ReplyError)
     assert "WRONGTYPE" in str(replies[2])
     assert replies[3:] == [b"2", b"pipe-test", ["x\u00e9".encode(), 42]]
-    assert redis.Redis(port=server.port, db=3).get("a") == b"2"  # SELECT 3 took effect
+    assert redis.Redis(port=own_redis.port, db=3).get("a") == b"2"  # SELECT 3 took effect
 
 
 def test_a_lost_connection_fails_its_waiters_and_the_next_connect_works(
-    server: RedisServer,
+    own_redis: RedisServer,
 ) -> None:
-    pipe = RedisPipe(port=server.port, name="pipe-lost")
+    pipe = RedisPipe(port=own_redis.port, name="pipe-lost")
     outcomes: list[Any] = []
 
     async def run() -> None:
@@ -81,7 +71,7 @@ def test_a_lost_connection_fails_its_waiters_and_the_next_connect_works(
         done: asyncio.Future[Any] = loop.create_future()
         pipe.send(pack_command(("BLPOP", "never", 0)), done.set_result)
         await asyncio.sleep(0.1)
-        redis.Redis(port=server.port).client_kill_filter(_type=None, skipme=True)
+        redis.Redis(port=own_redis.port).client_kill_filter(_type=None, skipme=True)
         outcomes.append(await asyncio.wait_for(done, 5))
         assert not pipe.connected
         with pytest.raises(ConnectionError):
@@ -97,9 +87,9 @@ def test_a_lost_connection_fails_its_waiters_and_the_next_connect_works(
     assert outcomes[1] == b"PONG"
 
 
-def test_stale_closes_a_connection_redis_stopped_answering(server: RedisServer) -> None:
-    pipe = RedisPipe(port=server.port)
-    control = redis.Redis(port=server.port)
+def test_stale_closes_a_connection_redis_stopped_answering(own_redis: RedisServer) -> None:
+    pipe = RedisPipe(port=own_redis.port)
+    control = redis.Redis(port=own_redis.port)
 
     async def run() -> tuple[bool, bool, Any]:
         await pipe.connect()
@@ -121,13 +111,13 @@ def test_stale_closes_a_connection_redis_stopped_answering(server: RedisServer) 
     assert not pipe.connected
 
 
-def test_auth_with_a_user_and_a_refused_password(server: RedisServer) -> None:
-    admin = redis.Redis(port=server.port)
+def test_auth_with_a_user_and_a_refused_password(own_redis: RedisServer) -> None:
+    admin = redis.Redis(port=own_redis.port)
     admin.execute_command("ACL", "SETUSER", "hooks", "on", ">s3cret-pass", "~*", "+@all")
-    pipe = RedisPipe(port=server.port, username="hooks", password="s3cret-pass")
+    pipe = RedisPipe(port=own_redis.port, username="hooks", password="s3cret-pass")
     assert _call(pipe, ("ACL", "WHOAMI")) == [b"hooks"]
 
-    wrong = RedisPipe(port=server.port, username="hooks", password="not-the-one-xyz")
+    wrong = RedisPipe(port=own_redis.port, username="hooks", password="not-the-one-xyz")
     with pytest.raises(ConnectionError) as caught:
         asyncio.run(wrong.connect())
     assert "AUTH refused" in str(caught.value)
