@@ -103,14 +103,11 @@ BODY_KEY = "leadlex_sync.body"
 def _read_body(receiver: Receiver, req: Request) -> bytes:
     limit = receiver.settings.max_body_bytes
     if req.content_length is not None and req.content_length > limit:
-        # Refused from the header alone: the body is never read.
-        raise ReceiverError(413, "payload_too_large", f"request body is larger than {limit} bytes")
+        raise _too_large(limit)  # from the header alone: the body is never read
     read: bytes | None = req.environ.get(BODY_KEY)
     if read is not None:
         if len(read) > limit:
-            raise ReceiverError(
-                413, "payload_too_large", f"request body is larger than {limit} bytes"
-            )
+            raise _too_large(limit)
         return read
     if req.content_length is None and req.environ.get("wsgi.input_terminated"):
         # Chunked upload: read at most limit + 1 bytes ourselves. (Werkzeug's limited
@@ -120,6 +117,10 @@ def _read_body(receiver: Receiver, req: Request) -> bytes:
         return req.get_data(cache=True)
     except HTTPException as exc:
         raise from_http_exception(exc, limit) from None
+
+
+def _too_large(limit: int) -> ReceiverError:
+    return ReceiverError(413, "payload_too_large", f"request body is larger than {limit} bytes")
 
 
 def _read_terminated(stream: Any, limit: int) -> bytes:
@@ -139,9 +140,7 @@ def _read_terminated(stream: Any, limit: int) -> bytes:
         chunks.append(data)
         total += len(data)
         if total > limit:
-            raise ReceiverError(
-                413, "payload_too_large", f"request body is larger than {limit} bytes"
-            )
+            raise _too_large(limit)
 
 
 def _check_and_parse(source: Source, receiver: Receiver, req: Request) -> Batch:

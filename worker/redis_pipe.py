@@ -76,6 +76,12 @@ class _Protocol(asyncio.Protocol):
             callback, _ = waiting.popleft()
             callback(reply)
 
+    def send(self, packed: bytes, on_reply: OnReply) -> None:
+        """Write one packed command; `on_reply` gets its reply in turn."""
+        assert self.transport is not None
+        self.waiting.append((on_reply, time.monotonic()))
+        self.transport.write(packed)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(ConnectionError(f"redis: connection lost ({type(exc).__name__})"))
 
@@ -127,8 +133,7 @@ class RedisPipe:
         protocol = self._protocol
         if protocol is None or protocol.transport is None:
             raise ConnectionError("redis: not connected")
-        protocol.waiting.append((on_reply, time.monotonic()))
-        protocol.transport.write(packed)
+        protocol.send(packed, on_reply)
 
     async def connect(self) -> None:
         """Connect (once, however many callers wait for it), bounded by connect_timeout."""
@@ -154,7 +159,6 @@ class RedisPipe:
                 _, protocol = await loop.create_connection(
                     lambda: _Protocol(self), self.host, self.port
                 )
-            assert protocol.transport is not None
             hello: list[tuple[Any, ...]] = []
             if self.password is not None:
                 if self.username is not None:
@@ -168,9 +172,8 @@ class RedisPipe:
             replies: list[asyncio.Future[Reply]] = []
             for command in hello:
                 future: asyncio.Future[Reply] = loop.create_future()
-                protocol.waiting.append((_resolve(future), time.monotonic()))
+                protocol.send(hiredis.pack_command(command), _resolve(future))
                 replies.append(future)
-                protocol.transport.write(hiredis.pack_command(command))
             try:
                 for command, future in zip(hello, replies, strict=True):
                     reply = await future
@@ -178,7 +181,7 @@ class RedisPipe:
                         # The command's name only: AUTH's arguments are the credentials.
                         raise ConnectionError(f"redis: {command[0]} refused ({reply})")
             except BaseException:
-                protocol.transport.abort()
+                protocol.close(ConnectionError("redis: connect failed"))
                 raise
         if protocol.lost:
             raise ConnectionError("redis: connection lost while connecting")
